@@ -1,0 +1,110 @@
+"""API request handling around the endpoints: Idempotency-Key replay and rate-limit headers.
+
+A POST with `Idempotency-Key: <key>` (1-255 printable characters) runs once per account and
+key. A retry with the same body gets the first response again, with `Idempotent-Replayed: true`;
+the same key with a different body (or path) is 409 `idempotency_key_reused`; a retry while the
+first request still runs is 409 `idempotency_key_in_use`. Server errors (5xx) and rate-limit
+answers are not kept, so a retry runs again. Keys are kept API_IDEMPOTENCY_TTL_HOURS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from accounts.models import IdempotencyKey
+from cdp.api.auth import bearer_from, token_lookup
+from cdp.api.errors import error_response
+
+API_PREFIX = "/api/v1/"
+# A first request that has not finished after this long is taken to have died; its key is free again.
+IN_PROGRESS_TIMEOUT = timedelta(minutes=5)
+
+
+def _request_hash(request: HttpRequest) -> str:
+    h = hashlib.sha256()
+    h.update(request.method.encode() + b" " + request.get_full_path().encode() + b"\n")
+    h.update(request.body)
+    return h.hexdigest()
+
+
+class ApiMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        key = request.headers.get("Idempotency-Key")
+        if request.method == "POST" and key is not None:
+            response = self._idempotent(request, key)
+        else:
+            response = self.get_response(request)
+        rate = getattr(request, "_api_rate", None)
+        if rate is not None:
+            response["X-RateLimit-Limit"] = str(rate[0])
+            response["X-RateLimit-Remaining"] = str(rate[1])
+            response["X-RateLimit-Reset"] = str(rate[2])
+        return response
+
+    def _idempotent(self, request: HttpRequest, key: str) -> HttpResponse:
+        if not 1 <= len(key) <= 255 or not key.isprintable():
+            return error_response(
+                400, "Idempotency-Key must be 1 to 255 printable characters.", code="invalid_idempotency_key",
+                details=[{"loc": ["header", "Idempotency-Key"], "message": "1-255 printable characters"}],
+            )
+        token = token_lookup(bearer_from(request))
+        if token is None:
+            return self.get_response(request)  # the endpoint answers 401
+        request.api_token = token
+        digest = _request_hash(request)
+        now = timezone.now()
+        ttl = timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
+        try:
+            with transaction.atomic():
+                IdempotencyKey.objects.filter(account=token.account, key=key, created_at__lt=now - ttl).delete()
+                IdempotencyKey.objects.filter(
+                    account=token.account, key=key, completed_at__isnull=True, created_at__lt=now - IN_PROGRESS_TIMEOUT
+                ).delete()
+                record = IdempotencyKey.objects.create(
+                    account=token.account, key=key, request_hash=digest, method=request.method, path=request.path[:500]
+                )
+        except IntegrityError:
+            return self._replay(request, token.account, key, digest)
+
+        response = self.get_response(request)
+        if response.status_code >= 500 or response.status_code == 429 or response.streaming:
+            IdempotencyKey.objects.filter(pk=record.pk).delete()
+            return response
+        IdempotencyKey.objects.filter(pk=record.pk).update(
+            status_code=response.status_code,
+            response_body=bytes(response.content),
+            content_type=response.get("Content-Type", "application/json"),
+            completed_at=timezone.now(),
+        )
+        return response
+
+    def _replay(self, request: HttpRequest, account, key: str, digest: str) -> HttpResponse:
+        record = IdempotencyKey.objects.filter(account=account, key=key).first()
+        if record is None:  # removed between our insert and this read: let the client retry
+            return error_response(409, "This Idempotency-Key is being processed; retry shortly.", code="idempotency_key_in_use")
+        if record.request_hash != digest:
+            return error_response(
+                409,
+                "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+                code="idempotency_key_reused",
+                details=[{"loc": ["header", "Idempotency-Key"], "message": f"first used for {record.method} {record.path}"}],
+            )
+        if record.completed_at is None:
+            return error_response(409, "The first request with this Idempotency-Key is still running; retry shortly.",
+                                  code="idempotency_key_in_use", headers={"Retry-After": "1"})
+        response = HttpResponse(bytes(record.response_body or b""), status=record.status_code,
+                                content_type=record.content_type or "application/json")
+        response["Idempotent-Replayed"] = "true"
+        return response

@@ -1,0 +1,35 @@
+"""The Celery app. Configuration comes from Django settings (CELERY_* names).
+
+Queues are split by kind so a broadcast never delays a trigger:
+- trigger: real-time work (trigger sends, transactional e-mail such as invitations);
+- default: everyday background work (exports, system ticks);
+- bulk: big batch work (imports, broadcast batches, segment rebuilds).
+
+Tasks pick their queue by name through `task_routes`; a module declares `QUEUE = "bulk"`
+nowhere else. Due work lives in the database, never in long ETA/countdown.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
+
+app = Celery("cdp")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = [Queue(name, routing_key=name) for name in ("trigger", "default", "bulk")]
+app.conf.task_routes = {
+    "accounts.tasks.invitation_send_task": {"queue": "trigger"},
+    "accounts.tasks.password_reset_send_task": {"queue": "trigger"},
+    "*.tasks.*_bulk_task": {"queue": "bulk"},
+}
+# System ticks. Each tick is idempotent, so two beats (or a missed one) do no harm.
+app.conf.beat_schedule = {
+    "jobs-sweep": {"task": "accounts.tasks.jobs_sweep_task", "schedule": timedelta(minutes=1)},
+    "housekeeping": {"task": "accounts.tasks.housekeeping_task", "schedule": timedelta(minutes=15)},
+}
+app.autodiscover_tasks()

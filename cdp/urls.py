@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from cdp import views
+from cdp.api import api
+from cdp.api.errors import api_not_found
+
+admin.site.site_header = "CDP administration (superusers)"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("healthz", views.healthz, name="healthz"),
+    path("api/v1/", api.urls),
+    re_path(r"^api/v1/(?P<path>.*)$", api_not_found),
+    path("django-admin/", admin.site.urls),
+    path("", include("accounts.urls")),
+]

@@ -1,0 +1,40 @@
+// Small enhancements; every page works without them.
+(function () {
+  "use strict";
+  function ready(fn) { if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn); }
+
+  function autohideToasts(root) {
+    root.querySelectorAll('.toast[data-autohide="true"]').forEach(function (el) {
+      if (el.dataset.bound) return;
+      el.dataset.bound = "1";
+      setTimeout(function () { el.classList.remove("show"); el.remove(); }, 6000);
+    });
+  }
+
+  ready(function () {
+    autohideToasts(document);
+    document.querySelectorAll("[data-toggle-sidebar]").forEach(function (btn) {
+      btn.addEventListener("click", function () { document.getElementById("sidebar").classList.toggle("open"); });
+    });
+    // <form data-confirm="Really?"> asks before submitting.
+    document.addEventListener("submit", function (e) {
+      var msg = e.target.getAttribute("data-confirm");
+      if (msg && !window.confirm(msg)) { e.preventDefault(); e.stopPropagation(); }
+    }, true);
+    // Copy buttons: <button data-copy="#element-id">
+    document.addEventListener("click", function (e) {
+      var btn = e.target.closest("[data-copy]");
+      if (!btn) return;
+      var el = document.querySelector(btn.getAttribute("data-copy"));
+      if (!el) return;
+      var text = el.textContent.trim();
+      if (navigator.clipboard) {
+        navigator.clipboard.writeText(text).then(function () { btn.innerHTML = '<i class="bi bi-check2"></i> Copied'; });
+      } else {
+        var r = document.createRange(); r.selectNodeContents(el);
+        var s = window.getSelection(); s.removeAllRanges(); s.addRange(r);
+      }
+    });
+  });
+  document.addEventListener("htmx:afterSwap", function (e) { autohideToasts(e.target); });
+})();
