@@ -40,6 +40,8 @@ def _celery_eager() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _isolated_files(settings, tmp_path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
+    # Hashing cost is not what these tests measure.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +179,7 @@ def smtp_server(settings) -> Iterator[SmtpSink]:
     sink = SmtpSink(host="127.0.0.1", port=_free_port())
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        async def handle_DATA(self, server, session, envelope):
             with sink.arrived:
                 sink.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 sink.messages.append(message_from_bytes(envelope.original_content or envelope.content))

@@ -8,7 +8,6 @@ from typing import Literal
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Field, Query, Router, Schema
-from pydantic import EmailStr
 
 from accounts.access import Actor
 from accounts.models import Invitation, Job
@@ -18,6 +17,7 @@ from accounts.services import AccountError, invitation_create, invitation_revoke
 from cdp.api.auth import require
 from cdp.api.errors import ApiError, ErrorOut
 from cdp.api.pagination import CursorPage, paginate
+from cdp.api.types import Email
 
 router = Router(tags=["account"])
 
@@ -51,7 +51,7 @@ class MemberOut(Schema):
 
 
 class InvitationIn(Schema):
-    email: EmailStr
+    email: Email
     role: RoleName = "marketer"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import zoneinfo
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.core.validators import RegexValidator

@@ -154,7 +154,7 @@ def invitation_issue_key(*, invitation_id: int) -> tuple[Invitation, str] | None
     key = Invitation.new_key()
     with transaction.atomic():
         invitation = (
-            Invitation.objects.select_for_update().select_related("account", "invited_by").filter(pk=invitation_id).first()
+            Invitation.objects.select_for_update(of=("self",)).select_related("account", "invited_by").filter(pk=invitation_id).first()
         )
         if invitation is None or invitation.state != "pending":
             return None
@@ -212,7 +212,7 @@ def _check_may_manage(membership: Membership, actor: Actor, new_role: str | None
     if actor_role is None or not role_has(actor_role, Perm.MEMBERS_MANAGE):
         raise AccountError("Your role does not allow managing members.")
     if ROLE_RANK[membership.role] > ROLE_RANK[actor_role]:
-        raise AccountError(f"Only an owner can change an owner.")
+        raise AccountError("Only an owner can change an owner.")
     if new_role is not None:
         _check_may_grant(account, actor, new_role)
 

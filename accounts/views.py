@@ -16,11 +16,24 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import lockout
 from accounts.access import Actor, account_required, client_ip
 from accounts.audit import VERBS, audit_log
-from accounts.forms import AccountSettingsForm, ApiTokenForm, InvitationSignupForm, InviteForm, LoginForm, RoleForm
+from accounts.forms import (
+    AccountSettingsForm,
+    ApiTokenForm,
+    InvitationSignupForm,
+    InviteForm,
+    LoginForm,
+    RoleForm,
+)
 from accounts.middleware import SESSION_KEY
 from accounts.models import Account, ApiToken, Invitation, Job, Membership
 from accounts.permissions import ROLE_DESCRIPTIONS, Perm, Role
-from accounts.selectors import api_token_list, audit_event_list, invitation_list_pending, job_list, membership_list
+from accounts.selectors import (
+    api_token_list,
+    audit_event_list,
+    invitation_list_pending,
+    job_list,
+    membership_list,
+)
 from accounts.services import (
     AccountError,
     account_update,

@@ -18,7 +18,7 @@ class StyledFormMixin:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        for name, field in self.fields.items():  # type: ignore[attr-defined]
+        for field in self.fields.values():  # type: ignore[attr-defined]
             widget = field.widget
             if isinstance(widget, forms.CheckboxInput):
                 css = "form-check-input"
@@ -27,9 +27,15 @@ class StyledFormMixin:
             else:
                 css = "form-control"
             widget.attrs["class"] = (widget.attrs.get("class", "") + " " + css).strip()
-            if self.is_bound and name in self.errors:  # type: ignore[attr-defined]
-                widget.attrs["class"] += " is-invalid"
-                widget.attrs["aria-invalid"] = "true"
+
+    def full_clean(self) -> None:
+        # Marked after cleaning (not in __init__), so subclasses can still set choices first.
+        super().full_clean()  # type: ignore[misc]
+        for name in self.errors:  # type: ignore[attr-defined]
+            field = self.fields.get(name)  # type: ignore[attr-defined]
+            if field is not None and "is-invalid" not in field.widget.attrs.get("class", ""):
+                field.widget.attrs["class"] = field.widget.attrs.get("class", "") + " is-invalid"
+                field.widget.attrs["aria-invalid"] = "true"
 
 
 class StyledForm(StyledFormMixin, forms.Form):

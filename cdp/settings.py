@@ -33,6 +33,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in the environment when DEBUG is off.")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+USE_X_FORWARDED_FOR = env.bool("USE_X_FORWARDED_FOR", default=False)
 
 # Where links in e-mails point (invitations, password resets). No trailing slash.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
@@ -91,6 +92,7 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'cdp.sqlite3'}"),
 }
@@ -107,6 +109,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA busy_timeout=30000; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=134217728;"
         ),
     }
+    # Tests use a file, like the embedded default: an in-memory shared-cache database ignores
+    # busy_timeout and fails concurrent tests with "table is locked".
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test-cdp.sqlite3")}
 else:
     _db.setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     _db["CONN_HEALTH_CHECKS"] = True
@@ -135,6 +140,8 @@ else:
         }
     }
     _queue_dir = VAR_DIR / "celery"
+    for _sub in ("queue", "control", "processed"):
+        (_queue_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir / "queue"),
@@ -198,6 +205,8 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
+if STATIC_ROOT.is_relative_to(VAR_DIR):
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start without it
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"  # never served directly: downloads go through views that check access
 STORAGES = {

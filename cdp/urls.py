@@ -13,7 +13,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/", api.urls),
-    re_path(r"^api/v1/(?P<path>.*)$", api_not_found),
+    re_path(r"^api/v1/(?P<path>.*)$", api_not_found, name="api_not_found"),
     path("django-admin/", admin.site.urls),
     path("", include("accounts.urls")),
 ]

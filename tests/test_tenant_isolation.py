@@ -1,0 +1,161 @@
+"""Every URL that names an object is a 404 for a member of another account.
+
+The walker reads the whole URLconf. A route with parameters must be listed either in
+OBJECT_ROUTES (how to build an object of account A for it) or in NOT_TENANT_OBJECTS (why it
+names no tenant object). A new route in neither list fails `test_every_route_is_covered`, so
+apps added later cannot forget isolation.
+
+For each object route, charlie (an owner, so no permission stops him before the lookup)
+requests account A's object with every method the view accepts, as a page and as an htmx
+partial, and must get 404; the owner of A must not (so the check can fail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+
+from accounts.access import Actor
+from accounts.models import Account, ApiToken, Invitation, Job, Membership, User
+from accounts.permissions import Role
+from accounts.services import api_token_create
+
+
+@dataclass
+class World:
+    """Objects of account A (acme) that charlie (globex) must never reach."""
+
+    account: Account
+    owner: User
+    member: Membership
+    invitation: Invitation
+    token: ApiToken
+    job: Job
+
+
+Build = Callable[[World], dict[str, Any]]
+
+# route name -> the URL kwargs naming an object of account A. Extend as apps add routes.
+OBJECT_ROUTES: dict[str, Build] = {
+    "accounts:member_role": lambda w: {"pk": w.member.pk},
+    "accounts:member_remove": lambda w: {"pk": w.member.pk},
+    "accounts:invitation_action": lambda w: {"pk": w.invitation.pk, "action": "revoke"},
+    "accounts:api_token_revoke": lambda w: {"pk": w.token.pk},
+    "accounts:job_detail": lambda w: {"pk": w.job.pk},
+    "accounts:job_download": lambda w: {"pk": w.job.pk},
+    "api:invitation_revoke_api": lambda w: {"invitation_id": w.invitation.pk},
+    "api:job_get_api": lambda w: {"job_id": w.job.pk},
+}
+
+# Routes with parameters that do not name a tenant object, and why.
+NOT_TENANT_OBJECTS: dict[str, str] = {
+    "accounts:invitation_accept": "public page; the secret key in the URL is the credential",
+    "accounts:password_reset_confirm": "public page; the signed token in the URL is the credential",
+    "api_not_found": "answers 404 in the API error shape for any unknown path",
+}
+NOT_TENANT_NAMESPACES = {"admin": "Django admin, for superusers only (is_staff), not for tenants"}
+
+
+@dataclass
+class Route:
+    name: str
+    pattern: URLPattern
+    params: list[str]
+
+
+def _walk(patterns: list, namespace: str = "") -> Iterator[Route]:
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            yield from _walk(p.url_patterns, p.namespace or namespace)
+        elif isinstance(p, URLPattern):
+            params = list(p.pattern.regex.groupindex)
+            name = f"{namespace}:{p.name}" if namespace and p.name else (p.name or f"{namespace}:<catch-all>")
+            yield Route(name, p, params)
+
+
+def _routes() -> list[Route]:
+    return list(_walk(get_resolver().url_patterns))
+
+
+def _object_routes() -> list[Route]:
+    return [r for r in _routes() if r.name in OBJECT_ROUTES]
+
+
+def test_every_route_is_covered():
+    uncovered = [
+        f"{r.name} ({r.pattern.pattern})"
+        for r in _routes()
+        if r.params
+        and r.name not in OBJECT_ROUTES
+        and r.name not in NOT_TENANT_OBJECTS
+        and r.name.split(":")[0] not in NOT_TENANT_NAMESPACES
+    ]
+    assert not uncovered, (
+        "Routes with parameters missing from the tenant-isolation walker; add them to OBJECT_ROUTES "
+        f"(or NOT_TENANT_OBJECTS with the reason): {uncovered}"
+    )
+    assert {r.name for r in _object_routes()} == set(OBJECT_ROUTES), "OBJECT_ROUTES names a route that does not exist"
+
+
+@pytest.fixture
+def world(acme, olivia, alice) -> World:
+    token, _ = api_token_create(account=acme, name="acme token", role=Role.ADMIN, actor=Actor.system())
+    job = Job(account=acme, kind="audit.export", title="Acme export", state=Job.State.SUCCEEDED)
+    job.result_file.save("acme.csv", ContentFile(b"secret,acme,data\n"), save=False)
+    job.save()
+    return World(
+        account=acme,
+        owner=olivia,
+        member=Membership.objects.get(user=alice),
+        invitation=Invitation.objects.create(
+            account=acme, email="x@acme.test", role=Role.ANALYST, key_hash="1" * 64,
+            expires_at=timezone.now() + timedelta(days=3),
+        ),
+        token=token,
+        job=job,
+    )
+
+
+def _url(route: Route, kwargs: dict[str, Any]) -> str:
+    from django.urls import reverse
+
+    return reverse(route.name, kwargs=kwargs)
+
+
+METHODS = ["get", "post", "delete"]
+
+
+def _call(client, method: str, url: str, headers: dict[str, str]) -> int:
+    return getattr(client, method)(url, headers=headers).status_code
+
+
+@pytest.mark.parametrize("route_name", sorted(OBJECT_ROUTES))
+def test_another_accounts_object_is_404(route_name, world, charlie, globex, login, api_token, client):
+    route = next(r for r in _routes() if r.name == route_name)
+    url = _url(route, OBJECT_ROUTES[route_name](world))
+    if route_name.startswith("api:"):
+        outsider, insider = client, client
+        outsider_headers = {"Authorization": f"Bearer {api_token(globex, Role.OWNER)}"}
+        insider_headers = {"Authorization": f"Bearer {api_token(world.account, Role.OWNER)}"}
+    else:
+        outsider, insider = login(charlie), login(world.owner)
+        outsider_headers = insider_headers = {}
+    answered = []
+    for method in METHODS:
+        for extra in ({}, {"HX-Request": "true", "HX-Target": f"job-{world.job.pk}"}):
+            status = _call(outsider, method, url, {**outsider_headers, **extra})
+            if status == 405:
+                continue
+            answered.append(method)
+            assert status == 404, f"{method.upper()} {url} as another account answered {status}"
+    assert answered, f"{url} accepted no method"
+    # The owner reaches it: without this, a broken route would pass as "isolated".
+    status = _call(insider, answered[0], url, insider_headers)
+    assert status != 404, f"{answered[0].upper()} {url} is 404 for its own account too"
