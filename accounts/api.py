@@ -7,7 +7,7 @@ from typing import Literal
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 
 from accounts.access import Actor
 from accounts.models import Invitation, Job
@@ -122,7 +122,7 @@ def invitation_list_api(request: HttpRequest, cursor: str | None = None, limit: 
 
 
 @router.post("/account/invitations", response={201: InvitationOut, **ERRORS}, summary="Invite a member by e-mail")
-def invitation_create_api(request: HttpRequest, payload: InvitationIn) -> tuple[int, Invitation]:
+def invitation_create_api(request: HttpRequest, payload: InvitationIn) -> Status:
     require(request, Perm.MEMBERS_MANAGE)
     try:
         invitation = invitation_create(
@@ -130,7 +130,7 @@ def invitation_create_api(request: HttpRequest, payload: InvitationIn) -> tuple[
         )
     except AccountError as exc:
         raise ApiError(409, str(exc), details=[{"loc": ["email"], "message": str(exc)}]) from exc
-    return 201, invitation
+    return Status(201, invitation)
 
 
 @router.delete("/account/invitations/{invitation_id}", response={200: InvitationOut, **ERRORS}, summary="Revoke an invitation")
