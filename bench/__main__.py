@@ -14,9 +14,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench",
         description="Run a benchmark (see bench/README.md). Needs DATABASE_URL (PostgreSQL) and REDIS_URL.",
     )
-    parser.add_argument("name", nargs="?", help="a benchmark name, or 'all' to run every one at its small size")
-    parser.add_argument("--size", type=int, help="how much data to make (what it counts depends on the benchmark)")
-    parser.add_argument("--small", action="store_true", help="use the small default size (what 'all' always uses)")
+    parser.add_argument(
+        "name", nargs="?", help="a benchmark name, or 'all' to run every one at its small size"
+    )
+    parser.add_argument(
+        "--size", type=int, help="how much data to make (what it counts depends on the benchmark)"
+    )
+    parser.add_argument(
+        "--small", action="store_true", help="use the small default size (what 'all' always uses)"
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)
 

@@ -165,6 +165,7 @@ def describe_environment() -> None:
 
 # --- seeded data -------------------------------------------------------------------------------
 
+# fmt: off
 FIRST_NAMES = (
     "Olivia", "Liam", "Emma", "Noah", "Ava", "Mateo", "Sofia", "Lucas", "Mia", "Elias", "Amelia", "Hugo",
     "Chloe", "Leon", "Ines", "Arjun", "Yuki", "Fatima", "Ivan", "Zoe", "Omar", "Lena", "Diego", "Hana",
@@ -173,6 +174,7 @@ LAST_NAMES = (
     "Smith", "Garcia", "Müller", "Rossi", "Dubois", "Kowalski", "Nguyen", "Silva", "Tanaka", "Ivanova",
     "Johnson", "Martin", "Schmidt", "Lopez", "Novak", "Jensen", "Okafor", "Kim", "Patel", "Brown",
 )
+# fmt: on
 
 
 def make_rng(*parts: object) -> random.Random:

@@ -52,10 +52,12 @@ PER_PAGE = 25  # the member table's page size (cdp.tables.Table.per_page)
 
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 MEMBER_ROLES = (Role.ADMIN, Role.MARKETER, Role.MARKETER, Role.MARKETER, Role.ANALYST, Role.ANALYST)
+# fmt: off
 VERBS = (
     "auth.login", "auth.login", "auth.logout", "member.invited", "member.joined", "member.role_changed",
     "account.updated", "api_token.created", "audit.exported",
 )
+# fmt: on
 JOB_STATES = (Job.State.SUCCEEDED, Job.State.SUCCEEDED, Job.State.FAILED, Job.State.RUNNING, Job.State.QUEUED)
 HISTORY = timedelta(days=30)
 
@@ -132,7 +134,11 @@ def seed(size: int) -> Seeded:
         return now - span * rng.random()
 
     accounts = [
-        Account(name=f"Bench {rng.choice(LAST_NAMES)} & Co {i}", slug=f"{PREFIX}{i:05d}", timezone=rng.choice(TIMEZONES))
+        Account(
+            name=f"Bench {rng.choice(LAST_NAMES)} & Co {i}",
+            slug=f"{PREFIX}{i:05d}",
+            timezone=rng.choice(TIMEZONES),
+        )
         for i in range(size)
     ]
     big = Account(name="Bench big account", slug=f"{PREFIX}big", timezone="Europe/Berlin")
@@ -181,17 +187,27 @@ def seed(size: int) -> Seeded:
             target = rng.choice(members)
             events.append(
                 AuditEvent(
-                    account=account, actor=actor, actor_label=actor.email, verb=rng.choice(VERBS),
-                    target_type="accounts.user", target_id=str(target.pk), target_label=target.email,
-                    ip=f"192.0.2.{rng.randint(1, 254)}", created_at=ago(HISTORY),
+                    account=account,
+                    actor=actor,
+                    actor_label=actor.email,
+                    verb=rng.choice(VERBS),
+                    target_type="accounts.user",
+                    target_id=str(target.pk),
+                    target_label=target.email,
+                    ip=f"192.0.2.{rng.randint(1, 254)}",
+                    created_at=ago(HISTORY),
                 )
             )
         for k in range(30 if is_big else rng.randint(0, 3)):
             invitations.append(
                 Invitation(
-                    account=account, email=f"{PREFIX}invite-{account.slug}-{k}@{DOMAIN}", role=rng.choice(MEMBER_ROLES),
-                    key_hash=hash_secret(f"{PREFIX}{account.slug}-{k}"), invited_by=members[0],
-                    created_at=ago(HISTORY), expires_at=now + timedelta(days=rng.uniform(-3, 7)),
+                    account=account,
+                    email=f"{PREFIX}invite-{account.slug}-{k}@{DOMAIN}",
+                    role=rng.choice(MEMBER_ROLES),
+                    key_hash=hash_secret(f"{PREFIX}{account.slug}-{k}"),
+                    invited_by=members[0],
+                    created_at=ago(HISTORY),
+                    expires_at=now + timedelta(days=rng.uniform(-3, 7)),
                 )
             )
         for k in range(8 if is_big else rng.randint(0, 3)):
@@ -199,9 +215,14 @@ def seed(size: int) -> Seeded:
             total = rng.randint(1000, 100_000)
             jobs.append(
                 Job(
-                    account=account, kind="bench.pages", title=f"Bench job {k}", state=state, total=total,
+                    account=account,
+                    kind="bench.pages",
+                    title=f"Bench job {k}",
+                    state=state,
+                    total=total,
                     progress=total if state == Job.State.SUCCEEDED else rng.randint(0, total),
-                    created_by=rng.choice(members), created_at=ago(HISTORY),
+                    created_by=rng.choice(members),
+                    created_at=ago(HISTORY),
                 )
             )
     AuditEvent.objects.bulk_create(events, batch_size=2000)
@@ -256,8 +277,9 @@ def build_pages(seeded: Seeded, clients: list[Client]) -> tuple[list[Page], Page
     members_url = "/settings/members/"
     first = get_ok(big[0], members_url)
     first_rows = member_rows(first)
-    if len(first_rows) != min(PER_PAGE, seeded.counts["big_members"]):
-        raise RuntimeError(f"member list shows {len(first_rows)} rows, expected {PER_PAGE}")
+    expected = min(PER_PAGE, seeded.counts["big_members"])
+    if len(first_rows) != expected:
+        raise RuntimeError(f"member list shows {len(first_rows)} rows, expected {expected}")
     pages = [
         Page("dashboard", "/", big),
         Page("dashboard_small", "/", small),
@@ -267,7 +289,9 @@ def build_pages(seeded: Seeded, clients: list[Client]) -> tuple[list[Page], Page
     search_url = f"{members_url}?q={seeded.search_term}"
     found = member_rows(get_ok(big[0], search_url))
     if len(found) != min(PER_PAGE, seeded.search_matches):
-        raise RuntimeError(f"search {seeded.search_term!r} shows {len(found)} rows, expected {seeded.search_matches}")
+        raise RuntimeError(
+            f"search {seeded.search_term!r} shows {len(found)} rows, expected {min(PER_PAGE, seeded.search_matches)}"
+        )
     pages.append(Page("members_search", search_url, big))
 
     next_link = re.search(r'rel="next" href="([^"]+)"', first.content.decode())

@@ -38,3 +38,13 @@
   });
   document.addEventListener("htmx:afterSwap", function (e) { autohideToasts(e.target); });
 })();
+// Table filters: leave empty fields out of htmx GETs, so pushed URLs stay clean (?q=x, not ?q=x&role=).
+document.addEventListener("htmx:configRequest", function (e) {
+  if (e.detail.verb !== "get") return;
+  var params = e.detail.parameters;
+  var keys = params instanceof FormData ? Array.from(params.keys()) : Object.keys(params);
+  keys.forEach(function (k) {
+    var v = params instanceof FormData ? params.get(k) : params[k];
+    if (v === "" || v === null) { if (params instanceof FormData) params.delete(k); else delete params[k]; }
+  });
+});
