@@ -148,7 +148,7 @@ class AuditFilter(Schema):
     q: str = ""
 
 
-@router.get("/audit-events", response={200: CursorPage[AuditEventOut], **ERRORS}, summary="Read the audit log")
+@router.get("/audit-events", tags=["audit"], response={200: CursorPage[AuditEventOut], **ERRORS}, summary="Read the audit log")
 def audit_list_api(
     request: HttpRequest, filters: Query[AuditFilter], cursor: str | None = None, limit: int | None = None
 ) -> dict:
@@ -157,13 +157,13 @@ def audit_list_api(
     return paginate(qs, cursor=cursor, limit=limit)
 
 
-@router.get("/jobs", response={200: CursorPage[JobOut], **ERRORS}, summary="List background jobs")
+@router.get("/jobs", tags=["jobs"], response={200: CursorPage[JobOut], **ERRORS}, summary="List background jobs")
 def job_list_api(request: HttpRequest, cursor: str | None = None, limit: int | None = None) -> dict:
     require(request, Perm.JOBS_VIEW)
     return paginate(job_list(account=request.auth.account), cursor=cursor, limit=limit)
 
 
-@router.get("/jobs/{job_id}", response={200: JobOut, **ERRORS}, summary="A background job's progress")
+@router.get("/jobs/{job_id}", tags=["jobs"], response={200: JobOut, **ERRORS}, summary="A background job's progress")
 def job_get_api(request: HttpRequest, job_id: int) -> Job:
     require(request, Perm.JOBS_VIEW)
     return get_object_or_404(Job.objects.for_account(request.auth.account), pk=job_id)

@@ -238,22 +238,28 @@ def _member_table(request: HttpRequest) -> Table:
     )
 
 
+def _member_page(request: HttpRequest, table: Table, invite_form: InviteForm, status: int = 200) -> HttpResponse:
+    pending = invitation_list_pending(account=request.account)
+    context = {
+        "table": table,
+        "invite_form": invite_form,
+        "invite_open": invite_form.is_bound,
+        "role_choices": RoleForm(actor_role=request.membership.role).fields["role"].choices,
+        "invitations": pending[:100],
+        "invitation_count": pending.count(),
+        "role_descriptions": [(Role(r).label, d) for r, d in ROLE_DESCRIPTIONS.items()],
+        "section": "members",
+    }
+    return render(request, "accounts/member_list.html", context, status=status)
+
+
 @require_GET
 @account_required(Perm.MEMBERS_VIEW)
 def member_list(request: HttpRequest) -> HttpResponse:
     table = _member_table(request)
     if table.is_partial_request:
         return render(request, "components/table.html", {"table": table})
-    my_role = request.membership.role
-    context = {
-        "table": table,
-        "invite_form": InviteForm(actor_role=my_role),
-        "role_choices": RoleForm(actor_role=my_role).fields["role"].choices,
-        "invitations": invitation_list_pending(account=request.account)[:100],
-        "role_descriptions": [(Role(r).label, d) for r, d in ROLE_DESCRIPTIONS.items()],
-        "section": "members",
-    }
-    return render(request, "accounts/member_list.html", context)
+    return _member_page(request, table, InviteForm(actor_role=request.membership.role))
 
 
 @require_POST
@@ -273,17 +279,7 @@ def member_invite(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Invitation sent to {invitation.email}.")
             return redirect("accounts:members")
-    table = _member_table(request)
-    context = {
-        "table": table,
-        "invite_form": form,
-        "invitations": invitation_list_pending(account=request.account)[:100],
-        "role_choices": RoleForm(actor_role=request.membership.role).fields["role"].choices,
-        "role_descriptions": [(Role(r).label, d) for r, d in ROLE_DESCRIPTIONS.items()],
-        "section": "members",
-        "invite_open": True,
-    }
-    return render(request, "accounts/member_list.html", context, status=400)
+    return _member_page(request, _member_table(request), form, status=400)
 
 
 @require_POST

@@ -46,8 +46,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "stats": stats,
         "activity": activity,
-        "recent_events": AuditEvent.objects.for_account(account).select_related("actor")[:8],
-        "recent_jobs": Job.objects.for_account(account)[:5],
+        "recent_events": AuditEvent.objects.for_account(account)
+        .select_related("actor")
+        .only("verb", "actor_label", "target_label", "created_at", "actor__full_name", "actor__email")[:8],
+        "recent_jobs": Job.objects.for_account(account).defer("params", "result", "error")[:5],
         "section": "dashboard",
     }
     return render(request, "dashboard/dashboard.html", context)

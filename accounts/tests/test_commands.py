@@ -48,5 +48,5 @@ def test_create_api_token_prints_the_token_alone_on_the_last_line(acme, client):
 
 
 def test_create_api_token_names_the_unknown_account(acme):
-    with pytest.raises(CommandError, match="No account with slug 'nope'.*acme"):
+    with pytest.raises(CommandError, match=r"No account with slug 'nope'.*acme"):
         _run("create_api_token", "--account", "nope", "--role", "admin")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from accounts.permissions import ROLE_PERMISSIONS, Perm, Role, grantable_roles, role_has
 
 
@@ -16,7 +18,7 @@ def test_it_keeps_analysts_read_only():
 
 def test_it_orders_roles_as_strict_supersets():
     order = [Role.ANALYST, Role.MARKETER, Role.ADMIN, Role.OWNER]
-    for lower, higher in zip(order, order[1:], strict=False):
+    for lower, higher in itertools.pairwise(order):
         assert ROLE_PERMISSIONS[lower] < ROLE_PERMISSIONS[higher]
 
 

@@ -21,6 +21,10 @@
       var msg = e.target.getAttribute("data-confirm");
       if (msg && !window.confirm(msg)) { e.preventDefault(); e.stopPropagation(); }
     }, true);
+    // <select data-autosubmit> submits its form on change (a Save button stands in without JS).
+    document.addEventListener("change", function (e) {
+      if (e.target.matches("select[data-autosubmit]") && e.target.form) e.target.form.requestSubmit();
+    });
     // Copy buttons: <button data-copy="#element-id">
     document.addEventListener("click", function (e) {
       var btn = e.target.closest("[data-copy]");
