@@ -47,3 +47,11 @@ def test_the_embedded_default_uses_sqlite_wal_and_a_serverless_broker(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["wal", "IMMEDIATE", "filesystem://"]
+
+
+def test_static_files_collect_under_production_settings(tmp_path):
+    """The manifest storage refuses dangling references (e.g. a vendored file's source map)."""
+    result = _manage("collectstatic", "--noinput", "-v0", DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50),
+                     ALLOWED_HOSTS="cdp.example.com", STATIC_ROOT=str(tmp_path / "static"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "static" / "staticfiles.json").exists()
