@@ -16,6 +16,13 @@
     document.querySelectorAll("[data-toggle-sidebar]").forEach(function (btn) {
       btn.addEventListener("click", function () { document.getElementById("sidebar").classList.toggle("open"); });
     });
+    // Close open <details class="menu"> on a click elsewhere or Escape.
+    document.addEventListener("click", function (e) {
+      document.querySelectorAll("details.menu[open]").forEach(function (d) { if (!d.contains(e.target)) d.removeAttribute("open"); });
+    });
+    document.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") document.querySelectorAll("details.menu[open]").forEach(function (d) { d.removeAttribute("open"); });
+    });
     // <form data-confirm="Really?"> asks before submitting.
     document.addEventListener("submit", function (e) {
       var msg = e.target.getAttribute("data-confirm");
