@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "ninja",  # serves the API docs' JS/CSS from our own static files, never a CDN
     "cdp",
     "accounts",
+    "profiles",
 ]
 
 MIDDLEWARE = [

@@ -16,4 +16,5 @@ urlpatterns = [
     re_path(r"^api/v1/(?P<path>.*)$", api_not_found, name="api_not_found"),
     path("django-admin/", admin.site.urls),
     path("", include("accounts.urls")),
+    path("", include("profiles.urls")),
 ]
