@@ -10,6 +10,11 @@ class ProfilesConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.audit import register_verbs
+        from accounts.demo import DEMO_HOOKS
+        from profiles.demo import demo_profiles
+
+        if demo_profiles not in DEMO_HOOKS:
+            DEMO_HOOKS.append(demo_profiles)
 
         register_verbs(
             {

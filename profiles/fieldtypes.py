@@ -332,16 +332,14 @@ def convert(field_type: str, raw: Any, ctx: Context, *, converter: Callable[[Any
     return (converter or CONVERTERS[field_type])(raw, ctx)
 
 
-# Which stored values can become which type without loss, for type changes.
 def can_convert_all(field_type: str, values: list[Any], ctx: Context) -> tuple[bool, str]:
     """Whether every stored value converts to `field_type`; on failure, the first bad value and why."""
     converter = CONVERTERS[field_type]
     for value in values:
         if value is None:
             continue
-        raw = value if not isinstance(value, list) or field_type in (FieldType.LIST, FieldType.JSON) else value
         try:
-            converter(raw, ctx)
+            converter(value, ctx)
         except FieldValueError as exc:
             return False, f"{_show(value)}: {exc}"
     return True, ""
