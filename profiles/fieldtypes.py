@@ -65,7 +65,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 def _text(raw: Any, limit: int, what: str) -> str:
-    if isinstance(raw, bool) or isinstance(raw, dict | list):
+    if isinstance(raw, bool | dict | list):
         raise FieldValueError(f"expected {what}, got {type(raw).__name__}")
     value = str(raw).strip()
     if len(value) > limit:

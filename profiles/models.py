@@ -121,8 +121,9 @@ class Profile(models.Model):
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
     database = models.ForeignKey(ProfileDatabase, on_delete=models.CASCADE, related_name="profiles")
-    email = models.CharField(max_length=254, null=True, blank=True)
-    phone = models.CharField(max_length=20, null=True, blank=True)
+    # NULL, not "", means "none": the unique indexes on (database, email|phone) skip NULLs.
+    email = models.CharField(max_length=254, null=True, blank=True)  # noqa: DJ001
+    phone = models.CharField(max_length=20, null=True, blank=True)  # noqa: DJ001
     first_name = models.CharField(max_length=1000, blank=True, default="")
     last_name = models.CharField(max_length=1000, blank=True, default="")
     birthday = models.DateField(null=True, blank=True)

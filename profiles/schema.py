@@ -40,7 +40,7 @@ def index_create(field: Field) -> None:
     _check(field)
     with connection.cursor() as cursor:
         cursor.execute(
-            f'CREATE INDEX IF NOT EXISTS "{_index_name(field, "ix")}" ON "{TABLE}" '  # noqa: S608 (names are checked)
+            f'CREATE INDEX IF NOT EXISTS "{_index_name(field, "ix")}" ON "{TABLE}" '
             f"((data -> '{field.name}')) WHERE database_id = %s",
             [field.database_id],
         )
@@ -60,7 +60,7 @@ def unique_index_create(field: Field) -> None:
     _check(field)
     with connection.cursor() as cursor:
         cursor.execute(
-            f'CREATE UNIQUE INDEX IF NOT EXISTS "{_index_name(field, "uq")}" ON "{TABLE}" '  # noqa: S608
+            f'CREATE UNIQUE INDEX IF NOT EXISTS "{_index_name(field, "uq")}" ON "{TABLE}" '
             f"((data ->> '{field.name}')) WHERE database_id = %s AND (data ->> '{field.name}') IS NOT NULL",
             [field.database_id],
         )

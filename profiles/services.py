@@ -21,7 +21,15 @@ from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.models import Account, AuditEvent
 from profiles import schema
-from profiles.fieldtypes import CONVERTERS, Context, FieldType, FieldValueError, can_convert_all, is_empty, to_timezone
+from profiles.fieldtypes import (
+    CONVERTERS,
+    Context,
+    FieldType,
+    FieldValueError,
+    can_convert_all,
+    is_empty,
+    to_timezone,
+)
 from profiles.models import (
     RESERVED_NAMES,
     SYSTEM_FIELDS,
@@ -654,7 +662,7 @@ def profile_merge(*, target: Profile, source: Profile, actor: Actor) -> Profile:
         handler(target, source)
     ProfileChange.objects.filter(profile=source).update(profile=target)
     ProfileChange.objects.create(
-        account_id=target.account_id, profile=target, changes={k: v for k, v in filled.items()},
+        account_id=target.account_id, profile=target, changes=filled,
         source=f"merge:{source.pk}", actor_label=actor.label,
     )
     audit_log(account=target.account, actor=actor, verb="profile.merged", target=target, target_label=f"#{target.pk}",

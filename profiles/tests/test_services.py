@@ -109,7 +109,7 @@ def test_required_fields_are_enforced_on_create(shop):
 def test_a_type_change_that_would_lose_values_is_refused(shop):
     profile_upsert(database=shop, values={"email": "a@example.com", "city": "Berlin"}, actor=SYSTEM)
     profile_upsert(database=shop, values={"email": "b@example.com", "loyalty_points": 12}, actor=SYSTEM)
-    with pytest.raises(ProfileValidationError, match="'Berlin'.*whole number"):
+    with pytest.raises(ProfileValidationError, match=r"'Berlin'.*whole number"):
         field_update(field=shop.fields.get(name="city"), type="integer", actor=SYSTEM)
     f = field_update(field=shop.fields.get(name="loyalty_points"), type="string", actor=SYSTEM)
     assert f.type == "string"
