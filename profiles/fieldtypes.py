@@ -285,7 +285,12 @@ def to_json(raw: Any, ctx: Context) -> Any:
             raw = json.loads(raw)
         except ValueError as exc:
             raise FieldValueError(f"not valid JSON: {exc.msg} at character {exc.pos}") from None
-    if len(json.dumps(raw, separators=(",", ":"))) > MAX_JSON_BYTES:
+    try:
+        # NaN and Infinity: Python's json reads and writes them, PostgreSQL's jsonb refuses them.
+        size = len(json.dumps(raw, separators=(",", ":"), allow_nan=False))
+    except ValueError:
+        raise FieldValueError("NaN and Infinity are not valid JSON numbers") from None
+    if size > MAX_JSON_BYTES:
         raise FieldValueError(f"larger than {MAX_JSON_BYTES // 1024} KB")
     return raw
 

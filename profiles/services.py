@@ -256,7 +256,13 @@ def field_update(
         ok, why = can_convert_all(type, values, ctx)
         if not ok:
             raise ProfileValidationError({"type": f"Cannot change {f.label} to {FieldType(type).label}: a stored value {why}."})
-        _convert_stored_values(f, type, ctx)
+        try:
+            with transaction.atomic():
+                _convert_stored_values(f, type, ctx)
+        except IntegrityError:
+            raise ProfileValidationError(
+                {"type": f"Cannot change {f.label} to {FieldType(type).label}: some values would become equal, and the field is unique."}
+            ) from None
         changes["type"] = {"from": f.type, "to": type}
         f.type = type
         f.choices = new_choices
@@ -567,11 +573,16 @@ def profile_upsert(
                 )
             return UpsertResult(existing, changed=diff)
     except IntegrityError as exc:
-        return UpsertResult(None, errors={_conflict_field(exc, clean): "another profile already has this value"})
+        return UpsertResult(None, errors={_conflict_field(exc, clean, database.pk): "another profile already has this value"})
 
 
-def _conflict_field(exc: IntegrityError, clean: dict[str, Any]) -> str:
+def _conflict_field(exc: IntegrityError, clean: dict[str, Any], database_id: int | None = None) -> str:
     text = str(exc)
+    # A unique custom field first (its index name is known; the message may quote the field name,
+    # which can contain "email"), then the e-mail and phone columns.
+    for f in Field.objects.filter(database_id=database_id, unique=True, is_system=False, name__in=list(clean)):
+        if schema._index_name(f, "uq") in text:
+            return f.name
     for name in ("email", "phone"):
         if name in text and name in clean:
             return name
@@ -598,7 +609,7 @@ def profile_update(*, profile: Profile, values: dict[str, Any], actor: Actor, so
         with transaction.atomic():
             locked.save()
     except IntegrityError as exc:
-        raise ProfileValidationError({_conflict_field(exc, clean): "another profile already has this value"}) from None
+        raise ProfileValidationError({_conflict_field(exc, clean, database.pk): "another profile already has this value"}) from None
     ProfileChange.objects.create(account_id=locked.account_id, profile=locked, changes=diff, source=source, actor_label=actor.label)
     audit_log(account=database.account, actor=actor, verb="profile.updated", target=locked,
               target_label=f"#{locked.pk}", data={"fields": sorted(diff)})
@@ -625,7 +636,7 @@ def profile_create(*, database: ProfileDatabase, values: dict[str, Any], actor: 
         with transaction.atomic():
             profile.save()
     except IntegrityError as exc:
-        raise ProfileValidationError({_conflict_field(exc, clean): "another profile already has this value"}) from None
+        raise ProfileValidationError({_conflict_field(exc, clean, database.pk): "another profile already has this value"}) from None
     audit_log(account=database.account, actor=actor, verb="profile.created", target=profile, target_label=f"#{profile.pk}")
     return profile
 
@@ -651,8 +662,13 @@ def profile_merge(*, target: Profile, source: Profile, actor: Actor) -> Profile:
         if name not in target.data:
             filled[name] = [None, value]
     source_unique = {"email": source.email, "phone": source.phone}
-    # Free source's unique keys before target takes them.
-    Profile.objects.filter(pk=source.pk).update(email=None, phone=None)
+    unique_custom = set(
+        Field.objects.filter(database_id=source.database_id, unique=True, is_system=False).values_list("name", flat=True)
+    )
+    # Free source's unique keys (columns and unique custom fields) before target takes them.
+    Profile.objects.filter(pk=source.pk).update(
+        email=None, phone=None, data={k: v for k, v in source.data.items() if k not in unique_custom}
+    )
     for name, (_, value) in filled.items():
         _set(target, name, source_unique.get(name, value) if name in source_unique else value)
     target.created_at = min(target.created_at, source.created_at)

@@ -35,8 +35,10 @@ install_error_handlers(api)
 
 def _register_routers() -> None:
     from accounts.api import router as accounts_router
+    from profiles.api import router as profiles_router
 
     api.add_router("/", accounts_router)
+    api.add_router("/", profiles_router)
 
 
 _register_routers()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
@@ -76,6 +77,11 @@ def error_response(
     return response
 
 
+def too_big_response() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0
+    return error_response(413, f"The request body is larger than {limit // 1024:,} KB. Send the data in smaller requests.")
+
+
 def _validation_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for e in errors:
@@ -104,6 +110,10 @@ def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(AuthorizationError)
     def _forbidden_ninja(request: HttpRequest, exc: AuthorizationError) -> HttpResponse:
         return error_response(403, str(exc) or "This token's role does not allow this.")
+
+    @api.exception_handler(RequestDataTooBig)
+    def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+        return too_big_response()
 
     @api.exception_handler(PermissionDenied)
     def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from accounts.models import IdempotencyKey
 from cdp.api.auth import bearer_from, token_lookup
-from cdp.api.errors import error_response
+from cdp.api.errors import error_response, too_big_response
 
 API_PREFIX = "/api/v1/"
 # A first request that has not finished after this long is taken to have died; its key is free again.
@@ -63,7 +64,10 @@ class ApiMiddleware:
         if token is None:
             return self.get_response(request)  # the endpoint answers 401
         request.api_token = token
-        digest = _request_hash(request)
+        try:
+            digest = _request_hash(request)
+        except RequestDataTooBig:
+            return too_big_response()
         now = timezone.now()
         ttl = timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
         try:
