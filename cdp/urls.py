@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from cdp import views
-from cdp.api import api
 from cdp.api.errors import api_not_found
+from cdp.api.v1 import api
 
 admin.site.site_header = "CDP administration (superusers)"
 

@@ -1,0 +1,35 @@
+"""The /api/v1/ NinjaAPI and the routers the apps contribute."""
+
+from __future__ import annotations
+
+from ninja import NinjaAPI
+
+from cdp.api.auth import TokenAuth
+from cdp.api.errors import install_error_handlers
+
+api = NinjaAPI(
+    title="Northwind CDP API",
+    version="1",
+    description=(
+        "REST API of the customer data platform. Authenticate with `Authorization: Bearer <token>` "
+        "(create tokens under Settings → API tokens). Errors share one shape: "
+        '`{"error": {"code": ..., "message": ..., "details": [...]}}`. Lists use cursor pagination '
+        "(`?limit=&cursor=`, answer `{items, next_cursor}`). POST requests accept an `Idempotency-Key` header."
+    ),
+    auth=TokenAuth(),
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+install_error_handlers(api)
+
+
+def _register_routers() -> None:
+    from accounts.api import router as accounts_router
+    from profiles.api import router as profiles_router
+
+    api.add_router("/", accounts_router)
+    api.add_router("/", profiles_router)
+
+
+_register_routers()
