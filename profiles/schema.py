@@ -44,6 +44,11 @@ def index_create(field: Field) -> None:
             f"((data -> '{field.name}')) WHERE database_id = %s",
             [field.database_id],
         )
+        # The planner ignores a partial index's statistics; extended statistics on the same
+        # expression give selective filters (points > 19,990) real estimates (PostgreSQL 14+).
+        cursor.execute(
+            f'CREATE STATISTICS IF NOT EXISTS "{_index_name(field, "st")}" ON ((data -> \'{field.name}\')) FROM "{TABLE}"'
+        )
 
 
 def index_drop(field: Field) -> None:
@@ -51,6 +56,7 @@ def index_drop(field: Field) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute(f'DROP INDEX IF EXISTS "{_index_name(field, "ix")}"')
+        cursor.execute(f'DROP STATISTICS IF EXISTS "{_index_name(field, "st")}"')
 
 
 def unique_index_create(field: Field) -> None:
