@@ -107,7 +107,7 @@ def seed(size: int) -> tuple[Account, User, str]:
                    'tier', CASE WHEN (g * 7919) %% 20000 > 15000 THEN 'gold'
                                 WHEN (g * 7919) %% 20000 > 5000 THEN 'silver' ELSE 'bronze' END),
                now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval
-        FROM generate_series(1, %(n)s) AS g
+        FROM generate_series(1::bigint, %(n)s::bigint) AS g
     """  # noqa: S608 (constants only)
     with connection.cursor() as cursor:
         cursor.execute(sql, {"account": account.pk, "db": db.pk, "n": size})
