@@ -71,7 +71,7 @@ def cleanup() -> None:
         if account is not None:
             # One statement for the profiles, rather than the ORM's cascade collecting a million rows.
             with connection.cursor() as cursor:
-                cursor.execute(f'DELETE FROM "{Profile._meta.db_table}" WHERE account_id = %s', [account.pk])  # noqa: S608
+                cursor.execute(f'DELETE FROM "{Profile._meta.db_table}" WHERE account_id = %s', [account.pk])
             account.delete()
         User.objects.filter(email=EMAIL).delete()
 
@@ -108,7 +108,7 @@ def seed(size: int) -> tuple[Account, User, str]:
                                 WHEN (g * 7919) %% 20000 > 5000 THEN 'silver' ELSE 'bronze' END),
                now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval
         FROM generate_series(1::bigint, %(n)s::bigint) AS g
-    """  # noqa: S608 (constants only)
+    """
     with connection.cursor() as cursor:
         cursor.execute(sql, {"account": account.pk, "db": db.pk, "n": size})
         cursor.execute(f'ANALYZE "{Profile._meta.db_table}"')

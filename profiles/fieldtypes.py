@@ -228,6 +228,10 @@ def to_phone(raw: Any, ctx: Context) -> str:
     if isinstance(raw, bool):
         raise FieldValueError("expected a phone number, got true/false")
     text = _text(raw, 40, "a phone number")
+    if text[:1] == "+" and _E164.fullmatch(text):
+        fast = _phone_e164(text)
+        if fast is not None:
+            return fast
     try:
         number = phonenumbers.parse(text, ctx.region or None)
     except phonenumbers.NumberParseException:
@@ -236,6 +240,52 @@ def to_phone(raw: Any, ctx: Context) -> str:
         where = f" in {ctx.region}" if not text.startswith("+") else ""
         raise FieldValueError(f"{_show(raw)} is not a valid phone number{where} (write it with +country code)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{5,16}")
+
+
+def _phone_e164(text: str) -> str | None:
+    """A number already in E.164, at a tenth of parse + is_valid_number's cost: the same country
+    code split and validity rule as phonenumbers (general pattern and one number type's pattern,
+    with their possible lengths) on precompiled patterns. None where phonenumbers could do more
+    (national prefix, leading zero, a calling code shared by several regions)."""
+    digits = text[1:]
+    for n in (1, 2, 3):
+        rules = _phone_rules(int(digits[:n]))
+        if rules is not False:
+            break
+    else:
+        return None
+    rest = digits[n:]
+    if rules is None or not 2 <= len(rest) <= 17 or rest[0] == "0" or (rules[0] and rules[0].match(rest)):
+        return None
+    size, (lengths, pattern) = len(rest), rules[1]
+    if not (lengths is None or size in lengths) or not pattern.fullmatch(rest):
+        return None
+    for lengths, pattern in rules[2]:
+        if (lengths is None or size in lengths) and pattern.fullmatch(rest):
+            return text
+    return None
+
+
+@lru_cache(maxsize=512)
+def _phone_rules(cc: int) -> Any:
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(cc)
+    if not regions:
+        return False
+    if len(regions) != 1 or regions[0] == "001":
+        return None
+    meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(cc, regions[0])
+    if meta is None or meta.general_desc is None:
+        return None
+
+    def rule(desc: Any) -> tuple[Any, re.Pattern[str]]:
+        return (frozenset(desc.possible_length) or None, re.compile(desc.national_number_pattern or ""))
+
+    kinds = ("mobile", "fixed_line", "toll_free", "premium_rate", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail")
+    prefix = re.compile(meta.national_prefix_for_parsing) if meta.national_prefix_for_parsing else None
+    return prefix, rule(meta.general_desc), [rule(getattr(meta, k)) for k in kinds if getattr(meta, k) is not None]
 
 
 def to_enum(raw: Any, ctx: Context) -> str:

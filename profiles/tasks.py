@@ -28,3 +28,52 @@ def field_values_remove_task(job_id: int) -> None:
         log.exception("field value removal %s failed", job_id)
         jobs.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task
+def profile_export_task(job_id: int) -> None:
+    """Write a database's profiles (the job's search and filters) to a CSV file on the job.
+
+    Streams through a temporary file, so memory stays flat however big the database is."""
+    import os
+    import tempfile
+
+    from django.core.files import File
+    from django.utils import timezone
+
+    from profiles.exporting import export_queryset, profiles_export
+    from profiles.models import ProfileDatabase
+    from profiles.selectors import FilterError
+
+    job = jobs.job_claim(job_id=job_id)
+    if job is None:
+        return
+    path = ""
+    try:
+        database = ProfileDatabase.objects.select_related("account").get(
+            pk=job.params["database_id"], account_id=job.account_id
+        )
+        _, qs = export_queryset(database=database, filters=job.params)
+        total = qs.count()  # once per export, in the background: the progress bar's 100 %
+        jobs.job_progress(job=job, progress=0, total=total, message=f"Writing {total:,} profiles")
+        # utf-8-sig: spreadsheet programs read the BOM and show accents and non-Latin names right.
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8-sig", newline="", suffix=".csv", delete=False) as tmp:
+            path = tmp.name
+            written = profiles_export(
+                database=database, filters=job.params, out=tmp,
+                progress=lambda n: jobs.job_progress(job=job, progress=n, message=f"{n:,} of {total:,} profiles written"),
+            )
+        name = f"profiles-{database.slug}-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        message = f"{written:,} profile{'' if written == 1 else 's'} exported"
+        with open(path, "rb") as fh:
+            jobs.job_succeed(job=job, result={"rows": written}, message=message, file=File(fh, name=name))
+    except FilterError as exc:  # the schema changed since the export was asked for: nothing to retry
+        jobs.job_fail(job=job, error=str(exc))
+    except Exception as exc:
+        log.exception("profile export %s failed", job_id)
+        jobs.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if path:
+            os.unlink(path)
+from profiles.tasks_import import profile_import_bulk_task  # noqa: E402, F401

@@ -26,6 +26,8 @@ from accounts.access import Actor
 from accounts.models import Account, ApiToken, Invitation, Job, Membership, User
 from accounts.permissions import Role
 from accounts.services import api_token_create
+from profiles.models import Profile, ProfileDatabase, ProfileImport
+from profiles.services import database_create, field_add, profile_upsert
 
 
 @dataclass
@@ -38,6 +40,9 @@ class World:
     invitation: Invitation
     token: ApiToken
     job: Job
+    database: ProfileDatabase
+    profile: Profile
+    profile_import: ProfileImport
 
 
 Build = Callable[[World], dict[str, Any]]
@@ -52,6 +57,39 @@ OBJECT_ROUTES: dict[str, Build] = {
     "accounts:job_download": lambda w: {"pk": w.job.pk},
     "api:invitation_revoke_api": lambda w: {"invitation_id": w.invitation.pk},
     "api:job_get_api": lambda w: {"job_id": w.job.pk},
+    "api:database_get_api": lambda w: {"db": w.database.slug},
+    "api:database_update_api": lambda w: {"db": w.database.slug},
+    "api:database_delete_api": lambda w: {"db": w.database.slug},
+    "api:field_list_api": lambda w: {"db": w.database.slug},
+    "api:field_add_api": lambda w: {"db": w.database.slug},
+    "api:fields_reorder_api": lambda w: {"db": w.database.slug},
+    "api:field_update_api": lambda w: {"db": w.database.slug, "name": "tier"},
+    "api:field_remove_api": lambda w: {"db": w.database.slug, "name": "tier"},
+    "api:profile_list_api": lambda w: {"db": w.database.slug},
+    "api:profile_upsert_api": lambda w: {"db": w.database.slug},
+    "api:profile_batch_api": lambda w: {"db": w.database.slug},
+    "api:profile_lookup_api": lambda w: {"db": w.database.slug},
+    "api:profile_merge_api": lambda w: {"db": w.database.slug},
+    "api:profile_get_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    "api:profile_update_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    "api:profile_erase_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    # Profile pages (databases, schema, list, card, merge, erase, export).
+    "profiles:database_settings": lambda w: {"db": w.database.slug},
+    "profiles:database_delete": lambda w: {"db": w.database.slug},
+    "profiles:field_create": lambda w: {"db": w.database.slug},
+    "profiles:field_reorder": lambda w: {"db": w.database.slug},
+    "profiles:field_edit": lambda w: {"db": w.database.slug, "name": "tier"},
+    "profiles:field_remove": lambda w: {"db": w.database.slug, "name": "tier"},
+    "profiles:profile_list": lambda w: {"db": w.database.slug},
+    "profiles:profile_export": lambda w: {"db": w.database.slug},
+    "profiles:profile_create": lambda w: {"db": w.database.slug},
+    "profiles:profile_detail": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
+    "profiles:profile_merge": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
+    "profiles:profile_erase": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
+    "profiles:import_list": lambda w: {"db": w.database.slug},
+    "profiles:import_upload": lambda w: {"db": w.database.slug},
+    "profiles:import_detail": lambda w: {"db": w.database.slug, "pk": w.profile_import.pk},
+    "profiles:import_errors": lambda w: {"db": w.database.slug, "pk": w.profile_import.pk},
 }
 
 # Routes with parameters that do not name a tenant object, and why.
@@ -110,6 +148,14 @@ def world(acme, olivia, alice) -> World:
     job = Job(account=acme, kind="audit.export", title="Acme export", state=Job.State.SUCCEEDED)
     job.result_file.save("acme.csv", ContentFile(b"secret,acme,data\n"), save=False)
     job.save()
+    database = database_create(account=acme, name="Acme customers", actor=Actor.system())
+    field_add(database=database, name="tier", label="Tier", type="string", actor=Actor.system())  # the "tier" routes
+    profile = profile_upsert(database=database, values={"email": "p@acme.example"}, actor=Actor.system()).profile
+    profile_import = ProfileImport(account=acme, database=database, original_name="acme.csv", headers=["email"],
+                                   state=ProfileImport.State.SUCCEEDED)
+    profile_import.file.save("acme.csv", ContentFile(b"email\np@acme.example\n"), save=False)
+    profile_import.error_report.save("acme-errors.csv", ContentFile(b"row,column,value,reason\n"), save=False)
+    profile_import.save()
     return World(
         account=acme,
         owner=olivia,
@@ -120,6 +166,9 @@ def world(acme, olivia, alice) -> World:
         ),
         token=token,
         job=job,
+        database=database,
+        profile=profile,
+        profile_import=profile_import,
     )
 
 

@@ -1,0 +1,152 @@
+"""import: a CSV file of `size` profiles through the project's import pipeline.
+
+Data: a deterministic CSV (seeded) in a temp dir with email, first_name, last_name, phone (valid
+German mobile numbers in E.164), city (custom string), loyalty_points (integer), vip (boolean)
+and signup (datetime), for a new database made with `database_create` / `field_add`.
+
+Project path: `profiles.importing.sniff` + `import_file`, what the import task runs (streamed
+read, per-cell conversion with the field types, COPY into a staging table, dedupe, one join for
+changes, one INSERT .. SELECT), into the real profiles table.
+Baseline, same run, same file: psycopg COPY of the raw CSV into a staging table of text columns,
+then one INSERT .. SELECT .. ON CONFLICT DO UPDATE into a table made LIKE profiles_profile
+INCLUDING ALL (same columns and indexes, no foreign keys), casting the custom columns into jsonb.
+
+Also printed: the phases of the project path, a re-run of the same file (must be all unchanged),
+and the peak RSS of the process (memory must not grow with the file).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from django.db import connection, transaction
+
+from accounts.access import Actor
+from accounts.models import Account
+from bench.harness import FIRST_NAMES, LAST_NAMES, Result, detail, make_rng, peak_rss_mb, phase, register
+
+SLUG = "bench-import"
+BASELINE_TABLE = "bench_import_profile"
+BASELINE_STAGING = "bench_import_staging"
+CITIES = ("Berlin", "Paris", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Oslo", "Dublin", "Zürich", "Kraków")
+HEADER = ["email", "first_name", "last_name", "phone", "city", "loyalty_points", "vip", "signup"]
+
+
+def _write_csv(path: Path, size: int) -> None:
+    """Streamed to disk, so the generator holds one row at a time."""
+    rng = make_rng("import", size)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        for i in range(size):
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            w.writerow([
+                f"{first.lower()}.{last.lower().replace('ü', 'ue')}.{i}@example.com",
+                first,
+                last,
+                f"+49151{i:08d}",
+                rng.choice(CITIES),
+                rng.randint(0, 50_000),
+                "true" if rng.random() < 0.1 else "false",
+                f"20{rng.randint(10, 24):02d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+            ])
+
+
+def _cleanup() -> None:
+    from profiles.models import ProfileDatabase
+
+    with connection.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {BASELINE_TABLE}, {BASELINE_STAGING}")
+        for account in Account.objects.filter(slug=SLUG):
+            ids = list(ProfileDatabase.objects.filter(account=account).values_list("id", flat=True))
+            if ids:
+                # Set-based: a cascade through the ORM would load a million profiles.
+                cur.execute("DELETE FROM profiles_profilechange WHERE account_id = %s", [account.pk])
+                cur.execute("DELETE FROM profiles_profile WHERE database_id = ANY(%s)", [ids])
+            account.delete()
+        # The deleted rows of an earlier run must not slow this one down (autovacuum may lag).
+        cur.execute("VACUUM ANALYZE profiles_profile")
+        cur.execute("VACUUM ANALYZE profiles_profilechange")
+
+
+def _project(path: Path, database) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    from profiles.importing import Options, auto_mapping, import_file, sniff, writable_fields
+
+    with Path(os.devnull).open("w") as report, path.open("rb") as fh:
+        start = time.perf_counter()
+        info = sniff(fh, size=path.stat().st_size)
+        mapping = auto_mapping(info.headers, writable_fields(database))
+        assert len(mapping) == len(HEADER), f"auto-mapping missed columns: {mapping}"
+        result = import_file(database=database, file=fh, info=info, options=Options(mapping, "email"), report=report,
+                             source="import:bench")
+        return time.perf_counter() - start, result
+
+
+def _baseline(path: Path, account_id: int, database_id: int) -> float:
+    raw = connection.connection
+    with connection.cursor() as cur:
+        cur.execute(f"CREATE TABLE {BASELINE_TABLE} (LIKE profiles_profile INCLUDING ALL)")
+        cur.execute(f"CREATE TEMP TABLE {BASELINE_STAGING} ({', '.join(f'{c} text' for c in HEADER)})")
+    start = time.perf_counter()
+    with transaction.atomic():
+        with raw.cursor() as cur, cur.copy(f"COPY {BASELINE_STAGING} FROM STDIN (FORMAT csv, HEADER true)") as copy, path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                copy.write(chunk)
+        with connection.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO {BASELINE_TABLE} (account_id, database_id, email, phone, first_name, last_name, gender, timezone, data, "
+                f"created_at, updated_at) SELECT %s, %s, lower(email), phone, first_name, last_name, '', '', jsonb_build_object('city', city, "
+                f"'loyalty_points', loyalty_points::bigint, 'vip', vip::boolean, 'signup', signup), now(), now() "
+                f"FROM {BASELINE_STAGING} "
+                f"ON CONFLICT (database_id, email) WHERE email IS NOT NULL DO UPDATE SET phone = EXCLUDED.phone, "
+                f"first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, data = {BASELINE_TABLE}.data || EXCLUDED.data, "
+                f"updated_at = now() WHERE ({BASELINE_TABLE}.phone, {BASELINE_TABLE}.first_name, {BASELINE_TABLE}.last_name, "
+                f"{BASELINE_TABLE}.data) IS DISTINCT FROM (EXCLUDED.phone, EXCLUDED.first_name, EXCLUDED.last_name, "
+                f"{BASELINE_TABLE}.data || EXCLUDED.data)",
+                [account_id, database_id],
+            )
+            inserted = cur.rowcount
+    seconds = time.perf_counter() - start
+    detail(f"baseline: {inserted:,} rows in {seconds:.2f}s")
+    return seconds
+
+
+@register("import", small_size=20_000)
+def bench_import(size: int) -> Result:
+    """A CSV of N profiles through the import pipeline vs COPY + INSERT .. ON CONFLICT."""
+    from profiles.services import database_create, field_add
+
+    _cleanup()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-import-"))
+    try:
+        path = tmp / "profiles.csv"
+        with phase("generate csv"):
+            _write_csv(path, size)
+        detail(f"file {path.stat().st_size / 1024**2:,.1f} MB, rss before import {peak_rss_mb():.0f} MB")
+        account = Account.objects.create(name="Bench import", slug=SLUG)
+        actor = Actor.system()
+        database = database_create(account=account, name="Bench customers", actor=actor)
+        field_add(database=database, name="city", label="City", type="string", actor=actor)
+        field_add(database=database, name="loyalty_points", label="Loyalty points", type="integer", actor=actor)
+        field_add(database=database, name="vip", label="VIP", type="boolean", actor=actor)
+        field_add(database=database, name="signup", label="Signed up", type="datetime", actor=actor)
+
+        baseline_s = _baseline(path, account.pk, database.pk)
+        project_s, result = _project(path, database)
+        phases = " ".join(f"{k}={v:.2f}s" for k, v in result.phases.items())  # type: ignore[attr-defined]
+        detail(f"project: {result.line()} rows={result.rows:,} in {project_s:.2f}s ({phases})")  # type: ignore[attr-defined]
+        detail(f"rss after import {peak_rss_mb():.0f} MB")
+        assert result.created == size and result.failed == 0, result  # type: ignore[attr-defined]
+        rerun_s, again = _project(path, database)
+        phases = " ".join(f"{k}={v:.2f}s" for k, v in again.phases.items())  # type: ignore[attr-defined]
+        detail(f"re-run of the same file: {again.line()} in {rerun_s:.2f}s ({phases})")  # type: ignore[attr-defined]
+        assert again.updated == 0 and again.unchanged == size, again  # type: ignore[attr-defined]
+        return Result(size=size, project_s=project_s, baseline_s=baseline_s, rate=size / project_s)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _cleanup()
