@@ -437,8 +437,9 @@ def _csv(rows: int) -> bytes:
 
 def test_it_reads_in_batches_so_memory_does_not_grow_with_the_file(shop, monkeypatch):
     from profiles import importing
+    from profiles.importing import running
 
-    monkeypatch.setattr(importing, "BATCH_ROWS", 2000)
+    monkeypatch.setattr(running, "BATCH_ROWS", 2000)
 
     def peak(rows: int) -> int:
         data = _csv(rows)

@@ -1,0 +1,373 @@
+"""Profiles: convert values, create, upsert, edit with history, merge, erase, find."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.access import Actor
+from accounts.audit import audit_log
+from accounts.models import AuditEvent
+from profiles import schema
+from profiles.fieldtypes import (
+    CONVERTERS,
+    Context,
+    FieldValueError,
+    is_empty,
+    to_timezone,
+)
+from profiles.models import (
+    WRITABLE_SYSTEM_FIELDS,
+    ErasedIdentity,
+    Field,
+    Profile,
+    ProfileChange,
+    ProfileDatabase,
+)
+from profiles.services.databases import ProfileError, ProfileValidationError, field_context
+
+# Higher apps register handlers in AppConfig.ready(): merge moves their rows from the source
+# profile to the target; erasure removes or anonymises their rows of a profile.
+MERGE_HANDLERS: list[Callable[[Profile, Profile], None]] = []
+ERASURE_HANDLERS: list[Callable[[Profile], None]] = []
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Schema:
+    """A database's fields, loaded once per operation (a batch, an import)."""
+
+    database: ProfileDatabase
+    fields: dict[str, Field]
+    ctx: Context
+    contexts: dict[str, Context] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, database: ProfileDatabase) -> Schema:
+        fields = {f.name: f for f in database.fields.all()}
+        base = field_context(database)
+        contexts = {
+            n: Context(region=base.region, tz=base.tz, choices=tuple(f.choices)) for n, f in fields.items() if f.choices
+        }
+        return cls(database=database, fields=fields, ctx=base, contexts=contexts)
+
+    def convert(self, name: str, raw: Any) -> Any:
+        f = self.fields[name]
+        if is_empty(raw):
+            return None
+        if name == "timezone":
+            return to_timezone(raw, self.ctx)
+        return CONVERTERS[f.type](raw, self.contexts.get(name, self.ctx))
+
+    def writable(self) -> list[Field]:
+        return [f for f in self.fields.values() if not f.read_only]
+
+
+def clean_values(sch: Schema, values: dict[str, Any], *, clear_empty: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+    """Convert incoming values. Returns (clean, errors); clean maps name -> stored value or None (clear)."""
+    clean: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, raw in values.items():
+        f = sch.fields.get(name)
+        if f is None:
+            errors[name] = "there is no such field in this database"
+            continue
+        if f.read_only:
+            errors[name] = "is read-only"
+            continue
+        try:
+            value = sch.convert(name, raw)
+        except FieldValueError as exc:
+            errors[name] = str(exc)
+            continue
+        if value is None and not clear_empty:
+            continue
+        if value is None and f.required:
+            errors[name] = "is required"
+            continue
+        clean[name] = value
+    return clean, errors
+
+
+def _get(profile: Profile, name: str) -> Any:
+    if name in WRITABLE_SYSTEM_FIELDS:
+        v = getattr(profile, name)
+        if name == "birthday" and v is not None:
+            return v.isoformat()
+        return v if v != "" else None
+    return profile.data.get(name)
+
+
+def _set(profile: Profile, name: str, value: Any) -> None:
+    if name in WRITABLE_SYSTEM_FIELDS:
+        if name in ("email", "phone"):
+            setattr(profile, name, value)
+        elif name == "birthday":
+            from datetime import date
+
+            setattr(profile, name, date.fromisoformat(value) if value else None)
+        else:
+            setattr(profile, name, value or "")
+    elif value is None:
+        profile.data.pop(name, None)
+    else:
+        profile.data[name] = value
+
+
+def apply_values(profile: Profile, clean: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set values on an unsaved/locked profile; returns {name: [old, new]} of what changed."""
+    diff: dict[str, list[Any]] = {}
+    for name, value in clean.items():
+        old = _get(profile, name)
+        if old != value:
+            diff[name] = [old, value]
+            _set(profile, name, value)
+    return diff
+
+
+def _missing_required(sch: Schema, profile: Profile) -> dict[str, str]:
+    return {f.name: "is required" for f in sch.fields.values() if f.required and _get(profile, f.name) in (None, "", [])}
+
+
+def _defaults(sch: Schema, profile: Profile) -> None:
+    for f in sch.fields.values():
+        if f.default is not None and _get(profile, f.name) is None:
+            _set(profile, f.name, f.default)
+
+
+def erased_hash(database: ProfileDatabase, key: str, value: Any) -> str:
+    return hashlib.sha256(f"{database.erasure_salt}:{key}:{value}".encode()).hexdigest()
+
+
+def is_erased(database: ProfileDatabase, key: str, value: Any) -> bool:
+    return ErasedIdentity.objects.filter(database=database, key_hash=erased_hash(database, key, value)).exists()
+
+
+def _match_filter(key: str, value: Any) -> dict[str, Any]:
+    return {key: value} if key in WRITABLE_SYSTEM_FIELDS else {f"data__{key}": value}
+
+
+@dataclass
+class UpsertResult:
+    profile: Profile | None
+    created: bool = False
+    changed: dict[str, list[Any]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.errors:
+            return "failed"
+        if self.skipped:
+            return "skipped"
+        if self.created:
+            return "created"
+        return "updated" if self.changed else "unchanged"
+
+
+def profile_upsert(
+    *, database: ProfileDatabase, values: dict[str, Any], actor: Actor, match: str | None = None,
+    mode: str = "upsert", clear_empty: bool = False, source: str = "api", sch: Schema | None = None,
+) -> UpsertResult:
+    """Create or update the profile whose `match` key (default: the database's first) equals the value's.
+
+    mode: "upsert" | "insert" (only create) | "update" (only update). Never raises for bad values:
+    the result carries per-field errors. Erased people (by match key) are skipped.
+    """
+    sch = sch or Schema.load(database)
+    match = match or database.default_match_key
+    if match not in database.match_keys:
+        return UpsertResult(None, errors={"match": f"{match!r} is not a match key of this database"})
+    clean, errors = clean_values(sch, values, clear_empty=clear_empty)
+    if errors:
+        return UpsertResult(None, errors=errors)
+    key_value = clean.get(match)
+    if key_value is None:
+        return UpsertResult(None, errors={match: "is required to find the profile (the match key)"})
+    if is_erased(database, match, key_value):
+        return UpsertResult(None, skipped="erased (data-protection request)")
+    try:
+        with transaction.atomic():
+            existing = (
+                Profile.objects.select_for_update().filter(database=database, **_match_filter(match, key_value)).first()
+            )
+            if existing is None:
+                if mode == "update":
+                    return UpsertResult(None, skipped="no profile with this match key (update only)")
+                profile = Profile(account_id=database.account_id, database=database)
+                _defaults(sch, profile)
+                diff = apply_values(profile, clean)
+                missing = _missing_required(sch, profile)
+                if missing:
+                    return UpsertResult(None, errors=missing)
+                profile.save()
+                return UpsertResult(profile, created=True, changed=diff)
+            if mode == "insert":
+                return UpsertResult(existing, skipped="a profile with this match key exists (add only)")
+            diff = apply_values(existing, clean)
+            if diff:
+                existing.updated_at = timezone.now()
+                existing.save()
+                ProfileChange.objects.create(
+                    account_id=database.account_id, profile=existing, changes=diff, source=source, actor_label=actor.label
+                )
+            return UpsertResult(existing, changed=diff)
+    except IntegrityError as exc:
+        return UpsertResult(None, errors={_conflict_field(exc, clean, database.pk): "another profile already has this value"})
+
+
+def _conflict_field(exc: IntegrityError, clean: dict[str, Any], database_id: int | None = None) -> str:
+    text = str(exc)
+    # A unique custom field first (its index name is known; the message may quote the field name,
+    # which can contain "email"), then the e-mail and phone columns.
+    for f in Field.objects.filter(database_id=database_id, unique=True, is_system=False, name__in=list(clean)):
+        if schema._index_name(f, "uq") in text:
+            return f.name
+    for name in ("email", "phone"):
+        if name in text and name in clean:
+            return name
+    return next(iter(clean), "profile")
+
+
+@transaction.atomic
+def profile_update(*, profile: Profile, values: dict[str, Any], actor: Actor, source: str = "ui") -> dict[str, list[Any]]:
+    """Edit one profile's fields (empty clears). Raises ProfileValidationError."""
+    database = profile.database
+    sch = Schema.load(database)
+    clean, errors = clean_values(sch, values, clear_empty=True)
+    if errors:
+        raise ProfileValidationError(errors)
+    locked = Profile.objects.select_for_update().get(pk=profile.pk)
+    diff = apply_values(locked, clean)
+    for key in database.match_keys:
+        if key in diff and diff[key][1] is None and all(_get(locked, k) is None for k in database.match_keys):
+            raise ProfileValidationError({key: "a profile needs at least one match key"})
+    if not diff:
+        return {}
+    locked.updated_at = timezone.now()
+    try:
+        with transaction.atomic():
+            locked.save()
+    except IntegrityError as exc:
+        raise ProfileValidationError({_conflict_field(exc, clean, database.pk): "another profile already has this value"}) from None
+    ProfileChange.objects.create(account_id=locked.account_id, profile=locked, changes=diff, source=source, actor_label=actor.label)
+    audit_log(account=database.account, actor=actor, verb="profile.updated", target=locked,
+              target_label=f"#{locked.pk}", data={"fields": sorted(diff)})
+    profile.__dict__.update({k: v for k, v in locked.__dict__.items() if not k.startswith("_")})
+    return diff
+
+
+@transaction.atomic
+def profile_create(*, database: ProfileDatabase, values: dict[str, Any], actor: Actor, source: str = "ui") -> Profile:
+    """Create one profile (UI). Raises ProfileValidationError (also for an existing match key)."""
+    sch = Schema.load(database)
+    clean, errors = clean_values(sch, values, clear_empty=False)
+    if errors:
+        raise ProfileValidationError(errors)
+    if all(clean.get(k) is None for k in database.match_keys):
+        raise ProfileValidationError({database.default_match_key: "is required (a match key)"})
+    profile = Profile(account_id=database.account_id, database=database)
+    _defaults(sch, profile)
+    apply_values(profile, clean)
+    missing = _missing_required(sch, profile)
+    if missing:
+        raise ProfileValidationError(missing)
+    try:
+        with transaction.atomic():
+            profile.save()
+    except IntegrityError as exc:
+        raise ProfileValidationError({_conflict_field(exc, clean, database.pk): "another profile already has this value"}) from None
+    audit_log(account=database.account, actor=actor, verb="profile.created", target=profile, target_label=f"#{profile.pk}")
+    return profile
+
+
+@transaction.atomic
+def profile_merge(*, target: Profile, source: Profile, actor: Actor) -> Profile:
+    """Merge `source` into `target`: target keeps its values, fills its gaps from source; every
+    row referencing source (change history here, and what later apps register) moves to target;
+    source is deleted. Audited. Raises ProfileError for profiles of different databases."""
+    if target.pk == source.pk:
+        raise ProfileError("A profile cannot be merged into itself.")
+    if target.database_id != source.database_id:
+        raise ProfileError("Only profiles of the same database can be merged.")
+    target, source = (
+        Profile.objects.select_for_update().get(pk=target.pk),
+        Profile.objects.select_for_update().get(pk=source.pk),
+    )
+    filled: dict[str, list[Any]] = {}
+    for name in WRITABLE_SYSTEM_FIELDS:
+        if _get(target, name) in (None, "") and _get(source, name) not in (None, ""):
+            filled[name] = [None, _get(source, name)]
+    for name, value in source.data.items():
+        if name not in target.data:
+            filled[name] = [None, value]
+    source_unique = {"email": source.email, "phone": source.phone}
+    unique_custom = set(
+        Field.objects.filter(database_id=source.database_id, unique=True, is_system=False).values_list("name", flat=True)
+    )
+    # Free source's unique keys (columns and unique custom fields) before target takes them.
+    Profile.objects.filter(pk=source.pk).update(
+        email=None, phone=None, data={k: v for k, v in source.data.items() if k not in unique_custom}
+    )
+    for name, (_, value) in filled.items():
+        _set(target, name, source_unique.get(name, value) if name in source_unique else value)
+    target.created_at = min(target.created_at, source.created_at)
+    target.updated_at = timezone.now()
+    target.save()
+    for handler in MERGE_HANDLERS:
+        handler(target, source)
+    ProfileChange.objects.filter(profile=source).update(profile=target)
+    ProfileChange.objects.create(
+        account_id=target.account_id, profile=target, changes=filled,
+        source=f"merge:{source.pk}", actor_label=actor.label,
+    )
+    audit_log(account=target.account, actor=actor, verb="profile.merged", target=target, target_label=f"#{target.pk}",
+              data={"merged": source.pk, "filled": sorted(filled)})
+    source.delete()
+    return target
+
+
+@transaction.atomic
+def profile_erase(*, profile: Profile, actor: Actor) -> None:
+    """Erase a person (data-protection request): delete the profile and everything other apps
+    keep of it, keeping only salted hashes of its match keys so imports can skip them later.
+    Audit entries that named the profile lose the name."""
+    database = profile.database
+    profile = Profile.objects.select_for_update().get(pk=profile.pk)
+    hashes = set()
+    for key in set(database.match_keys) | {"email", "phone"}:
+        value = _get(profile, key)
+        if value not in (None, ""):
+            hashes.add(erased_hash(database, key, value))
+    ErasedIdentity.objects.bulk_create(
+        [ErasedIdentity(database=database, key_hash=h) for h in hashes], ignore_conflicts=True
+    )
+    for handler in ERASURE_HANDLERS:
+        handler(profile)
+    AuditEvent.objects.filter(target_type="profiles.profile", target_id=str(profile.pk)).update(target_label=f"#{profile.pk} (erased)")
+    pk = profile.pk
+    profile.delete()
+    audit_log(account=database.account, actor=actor, verb="profile.erased", target_label=f"#{pk}",
+              data={"database": database.slug, "profile_id": pk})
+
+
+def profile_find(*, database: ProfileDatabase, key: str, value: Any) -> Profile | None:
+    """Look a profile up by a match key (the value is normalised like an import would)."""
+    sch = Schema.load(database)
+    if key not in database.match_keys and key not in ("email", "phone"):
+        raise ProfileValidationError({key: "is not a match key of this database"})
+    try:
+        clean = sch.convert(key, value)
+    except FieldValueError as exc:
+        raise ProfileValidationError({key: str(exc)}) from None
+    if clean is None:
+        return None
+    return Profile.objects.filter(database=database, **_match_filter(key, clean)).first()
