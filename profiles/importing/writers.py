@@ -45,8 +45,15 @@ class Writer:
     def finish(self, result: Result, errors: ErrorReport, *, source: str, actor_label: str) -> None:
         raise NotImplementedError
 
+    stg: str  # the staging table each writer creates
+
     def close(self) -> None:
-        pass
+        """Drop the staging table (idempotent)."""
+        try:
+            with connection.cursor() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS {self.stg}")
+        except Exception:  # noqa: S110 - a broken transaction: the temp table dies with it
+            pass
 
     def _secondary(self) -> list[tuple[int, Field]]:
         """Mapped unique fields other than the match key: a value another profile holds is an error."""
@@ -108,12 +115,6 @@ class PostgresWriter(Writer):
                 write(r)
         self.staged += len(rows)
 
-    def close(self) -> None:
-        try:
-            with connection.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {self.stg}")
-        except Exception:  # noqa: S110 - a broken transaction: the temp table dies with it
-            pass
 
     # expressions over p (the stored profile) and s (the staged row) ---------------------------
 
@@ -398,12 +399,6 @@ class SqliteWriter(Writer):
             )
         self.staged += len(rows)
 
-    def close(self) -> None:
-        try:
-            with connection.cursor() as cur:
-                cur.execute(f"DROP TABLE IF EXISTS {self.stg}")
-        except Exception:  # noqa: S110 - a broken transaction: the temp table dies with it
-            pass
 
     def _take(self, cur: Any, expr: str, name: str, reason: str, errors: _SortedErrors) -> int:
         """Report and drop rows whose `expr` value repeats further down the file."""
