@@ -7,6 +7,8 @@ after a lost ack) cannot both run the job: `job_claim` returns False for the sec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -84,6 +86,24 @@ def job_fail(*, job: Job, error: str) -> None:
         state=Job.State.FAILED, error=error[:5000], finished_at=now, heartbeat_at=now
     )
     job.refresh_from_db()
+
+
+@contextmanager
+def job_failing(job: Job, *, expected: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Marks `job` failed when the block raises, for the tasks that run jobs.
+
+    `expected` errors are the input's fault: the job fails with their message and the task ends
+    normally (nothing to retry). Anything else is logged, fails the job with its type and message,
+    and is raised again for Celery.
+    """
+    try:
+        yield
+    except expected as exc:
+        job_fail(job=job, error=str(exc))
+    except Exception as exc:
+        log.exception("job %s (%s) failed", job.pk, job.kind)
+        job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def jobs_sweep() -> int:

@@ -19,6 +19,7 @@ from accounts import jobs, lockout
 from accounts.models import IdempotencyKey, Invitation
 from accounts.selectors import audit_event_list
 from accounts.services import invitation_issue_key
+from cdp.spreadsheets import formula_safe
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def audit_export_task(job_id: int) -> None:
     job = jobs.job_claim(job_id=job_id)
     if job is None:
         return
-    try:
+    with jobs.job_failing(job):
         qs = audit_event_list(account=job.account, q=job.params.get("q", ""), verb=job.params.get("verb", ""))
         total = qs.count()
         jobs.job_progress(job=job, progress=0, total=total, message=f"Writing {total:,} events")
@@ -67,7 +68,7 @@ def audit_export_task(job_id: int) -> None:
         for event in qs.order_by("-created_at", "-id").iterator(chunk_size=2000):
             writer.writerow([
                 event.created_at.isoformat(), event.actor_label, event.verb_label, event.verb,
-                _csv_safe(event.target_label), event.target_type, event.target_id, event.ip or "", event.data,
+                formula_safe(event.target_label), event.target_type, event.target_id, event.ip or "", event.data,
             ])
             done += 1
             if done % 2000 == 0:
@@ -79,15 +80,6 @@ def audit_export_task(job_id: int) -> None:
             message=f"{done:,} events exported",
             file=ContentFile(buffer.getvalue().encode("utf-8-sig"), name=name),
         )
-    except Exception as exc:
-        log.exception("audit export %s failed", job_id)
-        jobs.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
-        raise
-
-
-def _csv_safe(value: str) -> str:
-    """Keep spreadsheet programs from running a cell as a formula."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 @shared_task

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import IO, Any
@@ -24,20 +23,12 @@ from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.jobs import job_create
 from accounts.models import Job
+from cdp.spreadsheets import FORMULA_START, formula_safe
 from profiles.fieldtypes import FieldType
 from profiles.models import Field, Profile, ProfileDatabase
 from profiles.selectors import Condition, conditions_from, profile_list
 
 CHUNK_SIZE = 5000
-FORMULA_START = frozenset("=+-@\t\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
-
-
-def csv_safe(text: str) -> str:
-    """Keep spreadsheet programs from running a cell as a formula."""
-    if text[:1] in FORMULA_START and not _PLAIN_NUMBER.fullmatch(text):
-        return "'" + text
-    return text
 
 
 def csv_cell(value: Any, field_type: str) -> str:
@@ -46,7 +37,7 @@ def csv_cell(value: Any, field_type: str) -> str:
     if value is None:
         return ""
     if value.__class__ is str and field_type != FieldType.JSON:
-        return csv_safe(value) if value[:1] in FORMULA_START else value
+        return formula_safe(value, keep_numbers=True) if value[:1] in FORMULA_START else value
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -61,7 +52,7 @@ def csv_cell(value: Any, field_type: str) -> str:
         text = value.isoformat()
     else:
         text = str(value)
-    return csv_safe(text)
+    return formula_safe(text, keep_numbers=True)
 
 
 def export_queryset(*, database: ProfileDatabase, filters: dict[str, Any]) -> tuple[list[Field], QuerySet[Profile]]:

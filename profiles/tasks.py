@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import shared_task
 
 from accounts import jobs
 from profiles.services import field_values_remove
-
-log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -17,17 +13,13 @@ def field_values_remove_task(job_id: int) -> None:
     job = jobs.job_claim(job_id=job_id)
     if job is None:
         return
-    try:
+    with jobs.job_failing(job):
         removed = field_values_remove(
             database_id=job.params["database_id"],
             name=job.params["field"],
             progress=lambda n: jobs.job_progress(job=job, progress=n, message=f"{n:,} profiles cleaned"),
         )
         jobs.job_succeed(job=job, result={"profiles": removed}, message=f"Removed the values from {removed:,} profiles")
-    except Exception as exc:
-        log.exception("field value removal %s failed", job_id)
-        jobs.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 @shared_task
@@ -50,30 +42,28 @@ def profile_export_task(job_id: int) -> None:
         return
     path = ""
     try:
-        database = ProfileDatabase.objects.select_related("account").get(
-            pk=job.params["database_id"], account_id=job.account_id
-        )
-        _, qs = export_queryset(database=database, filters=job.params)
-        total = qs.count()  # once per export, in the background: the progress bar's 100 %
-        jobs.job_progress(job=job, progress=0, total=total, message=f"Writing {total:,} profiles")
-        # utf-8-sig: spreadsheet programs read the BOM and show accents and non-Latin names right.
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8-sig", newline="", suffix=".csv", delete=False) as tmp:
-            path = tmp.name
-            written = profiles_export(
-                database=database, filters=job.params, out=tmp,
-                progress=lambda n: jobs.job_progress(job=job, progress=n, message=f"{n:,} of {total:,} profiles written"),
+        # FilterError: the schema changed since the export was asked for, so there is nothing to retry.
+        with jobs.job_failing(job, expected=(FilterError,)):
+            database = ProfileDatabase.objects.select_related("account").get(
+                pk=job.params["database_id"], account_id=job.account_id
             )
-        name = f"profiles-{database.slug}-{timezone.now():%Y%m%d-%H%M%S}.csv"
-        message = f"{written:,} profile{'' if written == 1 else 's'} exported"
-        with open(path, "rb") as fh:
-            jobs.job_succeed(job=job, result={"rows": written}, message=message, file=File(fh, name=name))
-    except FilterError as exc:  # the schema changed since the export was asked for: nothing to retry
-        jobs.job_fail(job=job, error=str(exc))
-    except Exception as exc:
-        log.exception("profile export %s failed", job_id)
-        jobs.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
-        raise
+            _, qs = export_queryset(database=database, filters=job.params)
+            total = qs.count()  # once per export, in the background: the progress bar's 100 %
+            jobs.job_progress(job=job, progress=0, total=total, message=f"Writing {total:,} profiles")
+            # utf-8-sig: spreadsheet programs read the BOM and show accents and non-Latin names right.
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8-sig", newline="", suffix=".csv", delete=False) as tmp:
+                path = tmp.name
+                written = profiles_export(
+                    database=database, filters=job.params, out=tmp,
+                    progress=lambda n: jobs.job_progress(job=job, progress=n, message=f"{n:,} of {total:,} profiles written"),
+                )
+            name = f"profiles-{database.slug}-{timezone.now():%Y%m%d-%H%M%S}.csv"
+            message = f"{written:,} profile{'' if written == 1 else 's'} exported"
+            with open(path, "rb") as fh:
+                jobs.job_succeed(job=job, result={"rows": written}, message=message, file=File(fh, name=name))
     finally:
         if path:
             os.unlink(path)
+
+
 from profiles.tasks_import import profile_import_bulk_task  # noqa: E402, F401

@@ -36,22 +36,16 @@ def profile_import_bulk_task(import_id: int) -> None:
     heartbeat = _Heartbeat(job.pk)
     heartbeat.start()
     try:
-        result = import_run(profile_import=imp, progress=progress)
-    except (ImportFileError, ImportMappingError) as exc:
-        jobs.job_fail(job=job, error=str(exc))
-        return
-    except Exception as exc:
-        log.exception("profile import %s failed", import_id)
-        jobs.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
-        raise
+        with jobs.job_failing(job, expected=(ImportFileError, ImportMappingError)):
+            result = import_run(profile_import=imp, progress=progress)
+            jobs.job_succeed(
+                job=job,
+                result={k: v for k, v in result.as_dict().items() if k != "phases"},
+                message=f"{result.rows:,} rows: {result.created:,} created, {result.updated:,} updated, "
+                f"{result.unchanged:,} unchanged, {result.failed:,} failed",
+            )
     finally:
         heartbeat.stop()
-    jobs.job_succeed(
-        job=job,
-        result={k: v for k, v in result.as_dict().items() if k != "phases"},
-        message=f"{result.rows:,} rows: {result.created:,} created, {result.updated:,} updated, "
-        f"{result.unchanged:,} unchanged, {result.failed:,} failed",
-    )
 
 
 class _Heartbeat(threading.Thread):

@@ -24,7 +24,6 @@ ERROR_REPORT_MAX_LINES = 1_000_000
 DELIMITERS = (",", ";", "\t", "|")
 ENCODINGS = ("utf-8", "utf-8-sig", "cp1251", "cp1252", "utf-16")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 

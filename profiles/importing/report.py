@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from profiles.importing.reading import _FORMULA_START, _SURROGATE, ERROR_REPORT_MAX_LINES, ERROR_SAMPLE
+from cdp.spreadsheets import formula_safe
+from profiles.importing.reading import _SURROGATE, ERROR_REPORT_MAX_LINES, ERROR_SAMPLE
 
 # --- the error report ----------------------------------------------------------------------------
 
@@ -17,7 +18,7 @@ def csv_safe(value: Any) -> str:
     text = _SURROGATE.sub("\ufffd", "" if value is None else str(value))
     if len(text) > 1000:
         text = text[:1000] + "…"
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return formula_safe(text)
 
 
 class ErrorReport:
