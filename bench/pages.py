@@ -102,11 +102,16 @@ def run(size: int) -> Result:
                 client.logout()  # deletes its session row
             cleanup()
 
+    return summarise(size, pages, baseline)
+
+
+def summarise(size: int, pages: list[Page], baseline: Page, note: str = "") -> Result:
+    """Detail lines per page, then the result: the slowest page's p95 against the baseline's."""
     for page in [*pages, baseline]:
         kind = "baseline" if page is baseline else "page"
-        detail(f"{kind:<8} {page.name:<16} {format_ms(percentiles(page.times))}")
+        detail(f"{kind:<8} {page.name:<18} {format_ms(percentiles(page.times))}")
     worst = max(pages, key=lambda p: percentiles(p.times)["p95"])
-    detail(f"slowest page by p95: {worst.name}")
+    detail(f"slowest page by p95: {worst.name}{note}")
     project_times = [t for page in pages for t in page.times]
     return Result(
         size=size,

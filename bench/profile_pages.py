@@ -20,10 +20,9 @@ from django.test import Client
 
 from accounts.access import Actor
 from accounts.models import Account, User
-from accounts.permissions import Role
 from accounts.services import account_create
-from bench.harness import Result, detail, format_ms, percentiles, phase, register
-from bench.pages import Page, get_ok, measure, probe, signed_in
+from bench.harness import Result, detail, phase, register
+from bench.pages import Page, get_ok, measure, probe, signed_in, summarise
 from profiles.models import Profile
 from profiles.services import database_create, field_add
 
@@ -55,14 +54,7 @@ def run(size: int) -> Result:
             for client in clients:
                 client.logout()
             cleanup()
-    for page in [*pages, baseline]:
-        kind = "baseline" if page is baseline else "page"
-        detail(f"{kind:<8} {page.name:<18} {format_ms(percentiles(page.times))}")
-    worst = max(pages, key=lambda p: percentiles(p.times)["p95"])
-    detail(f"slowest page by p95: {worst.name} (target <= 300 ms at 1M profiles)")
-    times = [t for page in pages for t in page.times]
-    return Result(size=size, project_s=percentiles(worst.times)["p95"],
-                  baseline_s=percentiles(baseline.times)["p95"], rate=len(times) / sum(times))
+    return summarise(size, pages, baseline, " (target <= 300 ms at 1M profiles)")
 
 
 def cleanup() -> None:
@@ -149,6 +141,3 @@ def build_pages(account: Account, owner: User, slug: str, size: int, clients: li
         if _rows(get_ok(c[0], page.url)) == 0:
             raise RuntimeError(f"{page.name} shows no rows: {page.url}")
     return pages, Page("healthz", "/healthz", c)
-
-
-__all__ = ["Role", "run"]
