@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 from django.contrib import messages
@@ -86,7 +87,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             if lockout.lockout_seconds(email=email, ip=ip):
                 _audit_auth(request, None, "auth.locked_out", email=email)
             form.add_error(None, "That e-mail and password do not match an active user.")
-            status = 401 if status == 200 else status
+            status = 401
     return render(request, "accounts/login.html", {"form": form, "next": request.GET.get("next", "")}, status=status)
 
 
@@ -202,11 +203,12 @@ def account_switch(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @account_required(Perm.ACCOUNT_SETTINGS)
 def account_settings(request: HttpRequest) -> HttpResponse:
-    account = Account.objects.get(pk=request.account.pk)
-    form = AccountSettingsForm(request.POST or None, instance=account)
+    # The form validates a copy (a ModelForm writes into its instance), so the service still
+    # sees the stored values and records what changed.
+    form = AccountSettingsForm(request.POST or None, instance=copy.copy(request.account))
     if request.method == "POST" and form.is_valid():
         account_update(
-            account=Account.objects.get(pk=account.pk),
+            account=request.account,
             actor=Actor.from_request(request),
             **{f: form.cleaned_data[f] for f in form.Meta.fields},
         )
