@@ -32,11 +32,13 @@ def client_ip(request: HttpRequest) -> str | None:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who did something: a signed-in user, an API token, or the system (both None)."""
+    """Who did something: a signed-in user, an API token, a subscriber on a public page (no
+    login: `subscriber=True`), or the system (none of these)."""
 
     user: User | None = None
     token: ApiToken | None = None
     ip: str | None = None
+    subscriber: bool = False
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
@@ -54,7 +56,18 @@ class Actor:
             return self.user.email
         if self.token is not None:
             return f"API token “{self.token.name}”"
+        if self.subscriber:
+            return "Subscriber"
         return "System"
+
+    @property
+    def kind(self) -> str:
+        """user | token | subscriber | system."""
+        if self.user is not None:
+            return "user"
+        if self.token is not None:
+            return "token"
+        return "subscriber" if self.subscriber else "system"
 
     @property
     def role(self) -> str | None:

@@ -31,5 +31,6 @@ app.conf.task_routes = {
 app.conf.beat_schedule = {
     "jobs-sweep": {"task": "accounts.tasks.jobs_sweep_task", "schedule": timedelta(minutes=1)},
     "housekeeping": {"task": "accounts.tasks.housekeeping_task", "schedule": timedelta(minutes=15)},
+    "subscriptions-resume": {"task": "resources.tasks.subscriptions_resume_task", "schedule": timedelta(minutes=5)},
 }
 app.autodiscover_tasks()

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "cdp",
     "accounts",
     "profiles",
+    "resources",
 ]
 
 MIDDLEWARE = [

@@ -17,4 +17,6 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("profiles.urls")),
+    path("", include("resources.urls")),
+    path("p/", include("resources.urls_public")),
 ]

@@ -246,6 +246,8 @@ class ProfileImport(models.Model):
     failed = models.BigIntegerField(default=0)
     skipped = models.BigIntegerField(default=0)
     duplicates = models.BigIntegerField(default=0, help_text="Rows whose match key repeats in the file (last wins).")
+    extra = models.JSONField(default=dict, blank=True, help_text="Options for other apps' import hooks (e.g. subscribe).")
+    extra_results = models.JSONField(default=dict, blank=True, help_text="What those hooks reported.")
     error = models.TextField(blank=True)
     error_report = models.FileField(upload_to="imports/%Y/%m/", blank=True)
     created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

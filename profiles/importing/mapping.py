@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -62,6 +62,9 @@ class Options:
     mode: str = "upsert"
     clear_empty: bool = False
     skip_erased: bool = True
+    # What higher apps do with the imported profiles, keyed by their IMPORT_HANDLERS name, e.g.
+    # {"subscribe": {"resource": 3, "channel": "email", "status": "subscribed"}}.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def check_options(database: ProfileDatabase, headers: list[str], options: Options, fields: list[Field] | None = None) -> list[str]:
@@ -88,6 +91,10 @@ def check_options(database: ProfileDatabase, headers: list[str], options: Option
         problems.append(f"No column maps to {label}, the match key: map the column that holds it, or pick another match key.")
     if not seen:
         problems.append("No column is mapped to a field.")
+    if options.extra:
+        from profiles.importing.hooks import check_extra
+
+        problems += check_extra(database, options.extra)
     return problems
 
 

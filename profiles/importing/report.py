@@ -66,6 +66,7 @@ class Result:
     error_lines: int = 0
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what IMPORT_HANDLERS report, by their name
 
     def line(self) -> str:
         return f"created={self.created} updated={self.updated} unchanged={self.unchanged} failed={self.failed}"

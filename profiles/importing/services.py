@@ -96,8 +96,8 @@ def import_start(*, profile_import: ProfileImport, options: Options, actor: Acto
         imp.job, imp.state = job, ProfileImport.State.QUEUED
         imp.mapping = {str(k): v for k, v in sorted(options.mapping.items())}
         imp.match_key, imp.mode = options.match_key, options.mode
-        imp.clear_empty, imp.skip_erased = options.clear_empty, options.skip_erased
-        imp.save(update_fields=["job", "state", "mapping", "match_key", "mode", "clear_empty", "skip_erased"])
+        imp.clear_empty, imp.skip_erased, imp.extra = options.clear_empty, options.skip_erased, options.extra
+        imp.save(update_fields=["job", "state", "mapping", "match_key", "mode", "clear_empty", "skip_erased", "extra"])
         profile_import_bulk_task.delay_on_commit(imp.pk)
     return job
 
@@ -109,7 +109,8 @@ def import_run(*, profile_import: ProfileImport, progress: Progress | None = Non
     """
     imp = profile_import
     ProfileImport.objects.filter(pk=imp.pk).update(state=ProfileImport.State.RUNNING)
-    options = Options({int(k): v for k, v in imp.mapping.items()}, imp.match_key, imp.mode, imp.clear_empty, imp.skip_erased)
+    options = Options({int(k): v for k, v in imp.mapping.items()}, imp.match_key, imp.mode, imp.clear_empty, imp.skip_erased,
+                      extra=imp.extra or {})
     info = FileInfo(imp.format, imp.encoding, imp.delimiter, imp.headers, [], imp.rows or None)
     actor = Actor(user=imp.created_by)
     try:
@@ -127,6 +128,7 @@ def import_run(*, profile_import: ProfileImport, progress: Progress | None = Non
                     imp.error_report.save(f"import-{imp.pk}-errors.csv", File(raw), save=False)
                 for name in ("rows", "created", "updated", "unchanged", "failed", "skipped", "duplicates"):
                     setattr(imp, name, getattr(result, name))
+                imp.extra_results = result.extra
                 imp.state, imp.finished_at, imp.error = ProfileImport.State.SUCCEEDED, timezone.now(), ""
                 imp.save()
                 audit_log(account=imp.database.account, actor=actor, verb="profiles.imported", target=imp.database,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from profiles.fieldtypes import (
     FieldType,
 )
+from profiles.importing.hooks import run_hooks
 from profiles.importing.mapping import Plan
 from profiles.importing.report import ErrorReport, Result
 from profiles.models import (
@@ -249,8 +250,21 @@ class PostgresWriter(Writer):
                 result.skipped_mode = remaining - matched
             result.skipped = result.skipped_erased + result.skipped_mode
             result.unchanged = matched - result.updated if opts.mode != "insert" else 0
+            if opts.extra:
+                self._hooks(cur, result, source, actor_label)
+                clock("hooks")
             self._report(errors)
         clock("commit")
+
+    def _hooks(self, cur: Any, result: Result, source: str, actor_label: str) -> None:
+        """The ids of the profiles the file named, for IMPORT_HOOKS (see profiles.importing.hooks)."""
+        ids = f"imp_ids_{self.suffix}"
+        only_new = f"WHERE NOT EXISTS (SELECT 1 FROM {self.mt} m WHERE m.row_no = s.row_no)" if self.plan.options.mode == "insert" else ""  # noqa: S608
+        cur.execute(f"CREATE TEMP TABLE {ids} (id bigint PRIMARY KEY) ON COMMIT DROP")
+        cur.execute(f"INSERT INTO {ids} SELECT DISTINCT p.id FROM {self.stg} s JOIN profiles_profile p ON {self._key_match()} {only_new}")  # noqa: S608
+        cur.execute(f"ANALYZE {ids}")
+        run_hooks(database=self.plan.database, extra=self.plan.options.extra, ids_table=ids, result=result, source=source,
+                  actor_label=actor_label)
 
     def _delete(self, cur: Any, *, dup: bool) -> int:
         cur.execute(f"DELETE FROM {self.stg} s USING {self.err} e WHERE e.row_no = s.row_no AND e.dup = %s", [dup])  # noqa: S608
@@ -386,6 +400,7 @@ class SqliteWriter(Writer):
 
     def __init__(self, plan: Plan) -> None:
         super().__init__(plan)
+        self.ids = ""
         self.stg = f"imp_stg_{self.suffix}"
         with connection.cursor() as cur:
             cur.execute(f"CREATE TEMP TABLE {self.stg} (row_no INTEGER PRIMARY KEY, k TEXT NOT NULL, v TEXT NOT NULL)")
@@ -418,7 +433,10 @@ class SqliteWriter(Writer):
     def finish(self, result: Result, errors: ErrorReport, *, source: str, actor_label: str) -> None:
         plan = self.plan
         later = _SortedErrors(self.suffix)  # found out of row order here; reported in row order
+        self.ids = f"imp_ids_{self.suffix}" if plan.options.extra else ""
         with transaction.atomic(), connection.cursor() as cur:
+            if self.ids:
+                cur.execute(f"CREATE TEMP TABLE {self.ids} (id INTEGER PRIMARY KEY)")
             result.duplicates = self._take(
                 cur, "{}.k", plan.key_field.name,
                 f"row {{keep}} has the same {plan.key_field.label} further down the file: the last row wins", later,
@@ -435,6 +453,10 @@ class SqliteWriter(Writer):
                 last = chunk[-1][0]
                 self._apply(chunk, result, later, has_erased, source, actor_label)
             later.drain(errors)
+            if self.ids:
+                run_hooks(database=plan.database, extra=plan.options.extra, ids_table=self.ids, result=result, source=source,
+                          actor_label=actor_label)
+                cur.execute(f"DROP TABLE {self.ids}")
         result.skipped = result.skipped_erased + result.skipped_mode
 
     def _lookup(self, name: str, values: list[Any]) -> dict[str, Profile]:
@@ -458,7 +480,7 @@ class SqliteWriter(Writer):
         owners = {i: self._lookup(f.name, [v[i] for _, v in chunk if v[i] is not None]) for i, f in self._secondary()}
         defaults, required = self._defaults(), self._required_for_new()
         now = timezone.now()
-        new, changed, changes = [], [], []
+        new, changed, changes, named = [], [], [], []
         for row_no, values in chunk:
             key = str(values[kpos])
             profile = existing.get(key)
@@ -486,6 +508,7 @@ class SqliteWriter(Writer):
             elif opts.mode == "insert":
                 result.skipped_mode += 1
             else:
+                named.append(profile.pk)
                 diff = apply_values(profile, clean)
                 if not diff:
                     result.unchanged += 1
@@ -500,5 +523,8 @@ class SqliteWriter(Writer):
             ProfileChange.objects.bulk_create(changes, batch_size=500)
         result.created += len(new)
         result.updated += len(changed)
+        if self.ids:
+            with connection.cursor() as cur:
+                cur.executemany(f"INSERT OR IGNORE INTO {self.ids} (id) VALUES (%s)", [(i,) for i in [*named, *(p.pk for p in new)]])  # noqa: S608
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -50,8 +51,30 @@ MAX_COLUMNS = 12
 # Columns sort only where an index keeps the keyset cheap: "Updated" has one. The default order is
 # the newest id first (imports may set "Created" to an earlier date, so it is not offered as a sort).
 SORTS = {"updated_at": "updated_at"}
-# The card's tabs, in order: (key, label). Later apps append theirs here.
+# The card's tabs, in order: (key, label). Later apps add theirs with `add_card_tab`.
 TABS: list[tuple[str, str]] = [("data", "Data"), ("history", "History")]
+
+
+@dataclass(frozen=True)
+class CardTab:
+    """A tab another app adds to the profile card: its template is included in the tab pane with
+    the card's context plus what `context(request, profile)` returns."""
+
+    key: str
+    label: str
+    template: str
+    context: Callable[[HttpRequest, Profile], dict[str, Any]]
+
+
+CARD_TABS: dict[str, CardTab] = {}
+
+
+def add_card_tab(tab: CardTab, *, after: str | None = None) -> None:
+    if tab.key in CARD_TABS:
+        return
+    CARD_TABS[tab.key] = tab
+    keys = [k for k, _ in TABS]
+    TABS.insert(keys.index(after) + 1 if after in keys else len(TABS), (tab.key, tab.label))
 HISTORY_PAGE = 50
 
 
@@ -383,6 +406,8 @@ def profile_detail(request: HttpRequest, db: str, pk: int) -> HttpResponse:
         context["values"] = _card_values(profile, sch)
     elif tab == "history":
         context.update(_history(request, profile, sch))
+    elif tab in CARD_TABS:
+        context.update(CARD_TABS[tab].context(request, profile), tab_template=CARD_TABS[tab].template)
     template = "profiles/profile_detail.html"
     if request.htmx and request.htmx.target == "profile-tab":
         template += "#tab"

@@ -1,0 +1,127 @@
+"""Subscribing the profiles of an import, in the import's transaction and set-based (an ImportHook).
+
+Options (ProfileImport.extra["subscribe"]): {"resource": <id>, "channel": "email" | "sms",
+"status": "subscribed" | "unconfirmed" | "unsubscribed"}. The address is the profile's e-mail or
+phone. Rules, so that an import can never overrule a person's own choice:
+- a new address gets the chosen status;
+- "unsubscribed" unsubscribes existing subscribed, unconfirmed and paused subscriptions;
+- "subscribed" confirms unconfirmed ones; it never re-subscribes an unsubscribed, bounced,
+  complained or blocked address (those are counted as kept);
+- an address another profile holds on this resource is left alone and counted.
+Every created or changed subscription gets its consent-ledger row. Erased people never reach
+here: the import skips them by their salted match-key hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from profiles.importing.report import Result
+from profiles.models import ProfileDatabase
+from resources.models import Channel, Resource, Status
+
+IMPORT_CHANNELS = {Channel.EMAIL: "email", Channel.SMS: "phone"}
+IMPORT_STATUSES = (Status.SUBSCRIBED, Status.UNCONFIRMED, Status.UNSUBSCRIBED)
+# existing status -> may the import's status replace it?
+_CHANGES_FROM = {
+    Status.SUBSCRIBED: (Status.UNCONFIRMED,),
+    Status.UNCONFIRMED: (),
+    Status.UNSUBSCRIBED: (Status.SUBSCRIBED, Status.UNCONFIRMED, Status.SUSPENDED),
+}
+_LEDGER_COLUMNS = (
+    "account_id, resource_id, subscription_id, profile_id, channel, address, action, old_status, new_status, "
+    "actor_type, actor_label, source, reason, user_agent, created_at"
+)
+
+
+def check_subscribe(database: ProfileDatabase, options: Any) -> list[str]:
+    if not isinstance(options, dict):
+        return ["Subscribe: expected resource, channel and status."]
+    resource = Resource.objects.filter(pk=options.get("resource"), database=database).first()
+    if resource is None:
+        return ["Subscribe: pick a resource of this database."]
+    channel = options.get("channel")
+    problems = []
+    if channel not in IMPORT_CHANNELS:
+        problems.append("Subscribe: an import subscribes on e-mail (the profile's e-mail) or SMS (its phone).")
+    elif channel not in resource.channels:
+        problems.append(f"Subscribe: {Channel(channel).label} is not enabled on {resource.name}.")
+    if options.get("status") not in IMPORT_STATUSES:
+        problems.append("Subscribe: the status is subscribed, unconfirmed or unsubscribed.")
+    return problems
+
+
+def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], ids_table: str, result: Result, source: str,
+                       actor_label: str) -> None:
+    resource = Resource.objects.get(pk=options["resource"], database=database)
+    channel, status = options["channel"], options["status"]
+    col = IMPORT_CHANNELS[channel]
+    ts = connection.ops.adapt_datetimefield_value(timezone.now())
+    actor_type = "user" if actor_label else "system"
+    src = source[:64]
+    ids, rid = ids_table, int(resource.pk)
+    counts: dict[str, int] = {}
+    pg = connection.vendor == "postgresql"
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {ids} i JOIN profiles_profile p ON p.id = i.id WHERE p.{col} IS NULL")  # noqa: S608
+        counts["no_address"] = cur.fetchone()[0]
+        cur.execute(
+            f"SELECT count(*) FROM {ids} i JOIN profiles_profile p ON p.id = i.id JOIN resources_subscription s "  # noqa: S608
+            f"ON s.resource_id = %s AND s.channel = %s AND s.address = p.{col} WHERE s.profile_id <> p.id",
+            [rid, channel],
+        )
+        counts["taken"] = cur.fetchone()[0]
+        # Existing subscriptions at the profile's own address whose status the import may change.
+        olds = _CHANGES_FROM[status]
+        counts["changed"] = 0
+        if olds:
+            marks = ", ".join(["%s"] * len(olds))
+            own = (f"FROM {ids} i JOIN profiles_profile p ON p.id = i.id JOIN resources_subscription s ON s.resource_id = %s "
+                   f"AND s.channel = %s AND s.address = p.{col} AND s.profile_id = p.id WHERE s.status IN ({marks})")
+            cur.execute(
+                f"INSERT INTO resources_consentrecord ({_LEDGER_COLUMNS}) SELECT s.account_id, s.resource_id, s.id, s.profile_id, "
+                f"s.channel, s.address, 'status', s.status, %s, %s, %s, %s, 'import', '', %s {own}",
+                [status, actor_type, actor_label[:200], src, ts, rid, channel, *olds],
+            )
+            cur.execute(
+                f"UPDATE resources_subscription SET status = %s, reason = 'import', suspended_until = NULL, changed_at = %s, "  # noqa: S608
+                f"updated_at = %s, confirmed_at = CASE WHEN %s = 'subscribed' AND status = 'unconfirmed' THEN %s ELSE confirmed_at END "
+                f"WHERE id IN (SELECT s.id {own})",
+                [status, ts, ts, status, ts, rid, channel, *olds],
+            )
+            counts["changed"] = cur.rowcount
+        cur.execute(
+            f"SELECT count(*) FROM {ids} i JOIN profiles_profile p ON p.id = i.id JOIN resources_subscription s "  # noqa: S608
+            f"ON s.resource_id = %s AND s.channel = %s AND s.address = p.{col} AND s.profile_id = p.id",
+            [rid, channel],
+        )
+        counts["kept"] = cur.fetchone()[0] - counts["changed"]
+        confirmed = "%s" if status == Status.SUBSCRIBED and resource.needs_confirmation(channel) else "NULL"
+        insert = (
+            "INSERT INTO resources_subscription (account_id, resource_id, profile_id, channel, address, status, reason, "  # noqa: S608
+            "suspended_until, opted_out, priority, meta, source, confirmed_at, created_at, changed_at, updated_at) "
+            f"SELECT %s, %s, p.id, %s, p.{col}, %s, '', NULL, '[]', COALESCE((SELECT max(x.priority) FROM resources_subscription x "
+            f"WHERE x.profile_id = p.id AND x.resource_id = %s AND x.channel = %s), 0) + 1, '{{}}', %s, {confirmed}, %s, %s, %s "
+            f"FROM {ids} i JOIN profiles_profile p ON p.id = i.id WHERE p.{col} IS NOT NULL AND NOT EXISTS "
+            f"(SELECT 1 FROM resources_subscription s WHERE s.resource_id = %s AND s.channel = %s AND s.address = p.{col})"
+        )
+        params = [resource.account_id, rid, channel, status, rid, channel, src, *([ts] if confirmed != "NULL" else []),
+                  ts, ts, ts, rid, channel]
+        ledger = (f"INSERT INTO resources_consentrecord ({_LEDGER_COLUMNS}) SELECT account_id, resource_id, id, profile_id, "
+                  f"channel, address, 'created', '', status, %s, %s, %s, 'import', '', %s")
+        if pg:
+            cur.execute(f"WITH n AS ({insert} RETURNING *), l AS ({ledger} FROM n RETURNING 1) SELECT count(*) FROM n",  # noqa: S608
+                        [*params, actor_type, actor_label[:200], src, ts])
+            counts["created"] = cur.fetchone()[0]
+        else:
+            cur.execute(insert + " RETURNING id", params)
+            new_ids = [r[0] for r in cur.fetchall()]
+            for n in range(0, len(new_ids), 500):
+                chunk = new_ids[n:n + 500]
+                cur.execute(f"{ledger} FROM resources_subscription WHERE id IN ({', '.join(['%s'] * len(chunk))})",
+                            [actor_type, actor_label[:200], src, ts, *chunk])
+            counts["created"] = len(new_ids)
+    result.extra["subscribe"] = {"resource": resource.name, "channel": channel, "status": status, **counts}
