@@ -13,6 +13,12 @@ INCLUDING ALL (same columns and indexes, no foreign keys), casting the custom co
 
 Also printed: the phases of the project path, a re-run of the same file (must be all unchanged),
 and the peak RSS of the process (memory must not grow with the file).
+
+Subscribing on import (issue 4): after the re-run the profiles are deleted and VACUUMed away, so
+both imports meet the same table, and the same file goes into a second new database with
+`Options.extra["subscribe"]` (resource "Shop news" of that database, e-mail, subscribed): the
+import hook creates a subscription and its consent-ledger row per profile in the import's
+transaction. A detail line gives both times and their ratio; the budget is <= 1.30.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ BASELINE_TABLE = "bench_import_profile"
 BASELINE_STAGING = "bench_import_staging"
 CITIES = ("Berlin", "Paris", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Oslo", "Dublin", "Zürich", "Kraków")
 HEADER = ["email", "first_name", "last_name", "phone", "city", "loyalty_points", "vip", "signup"]
+SUBSCRIBE_BUDGET = 1.30  # import with subscribe / import without, at most
 
 
 def _write_csv(path: Path, size: int) -> None:
@@ -57,24 +64,39 @@ def _write_csv(path: Path, size: int) -> None:
             ])
 
 
-def _cleanup() -> None:
-    from profiles.models import ProfileDatabase
+def _delete_profiles(account: Account) -> None:
+    """Set-based (a cascade through the ORM would load a million profiles), then VACUUM ANALYZE: the
+    deleted rows of an earlier import must not slow the next one down (autovacuum may lag)."""
+    tables = ("resources_consentrecord", "resources_subscription", "profiles_profilechange", "profiles_profile")
+    with connection.cursor() as cur:
+        for table in tables:
+            cur.execute(f"DELETE FROM {table} WHERE account_id = %s", [account.pk])
+        for table in tables:
+            cur.execute(f"VACUUM ANALYZE {table}")
 
+
+def _cleanup() -> None:
     with connection.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {BASELINE_TABLE}, {BASELINE_STAGING}")
-        for account in Account.objects.filter(slug=SLUG):
-            ids = list(ProfileDatabase.objects.filter(account=account).values_list("id", flat=True))
-            if ids:
-                # Set-based: a cascade through the ORM would load a million profiles.
-                cur.execute("DELETE FROM profiles_profilechange WHERE account_id = %s", [account.pk])
-                cur.execute("DELETE FROM profiles_profile WHERE database_id = ANY(%s)", [ids])
-            account.delete()
-        # The deleted rows of an earlier run must not slow this one down (autovacuum may lag).
-        cur.execute("VACUUM ANALYZE profiles_profile")
-        cur.execute("VACUUM ANALYZE profiles_profilechange")
+    for account in Account.objects.filter(slug=SLUG):
+        _delete_profiles(account)
+        account.delete()
 
 
-def _project(path: Path, database) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+def _database(account: Account, name: str):  # type: ignore[no-untyped-def]
+    """A new profile database with the CSV's custom fields, made as the UI makes it."""
+    from profiles.services import database_create, field_add
+
+    actor = Actor.system()
+    database = database_create(account=account, name=name, actor=actor)
+    field_add(database=database, name="city", label="City", type="string", actor=actor)
+    field_add(database=database, name="loyalty_points", label="Loyalty points", type="integer", actor=actor)
+    field_add(database=database, name="vip", label="VIP", type="boolean", actor=actor)
+    field_add(database=database, name="signup", label="Signed up", type="datetime", actor=actor)
+    return database
+
+
+def _project(path: Path, database, extra: dict | None = None) -> tuple[float, object]:  # type: ignore[no-untyped-def]
     from profiles.importing import Options, auto_mapping, import_file, sniff, writable_fields
 
     with Path(os.devnull).open("w") as report, path.open("rb") as fh:
@@ -82,7 +104,7 @@ def _project(path: Path, database) -> tuple[float, object]:  # type: ignore[no-u
         info = sniff(fh, size=path.stat().st_size)
         mapping = auto_mapping(info.headers, writable_fields(database))
         assert len(mapping) == len(HEADER), f"auto-mapping missed columns: {mapping}"
-        result = import_file(database=database, file=fh, info=info, options=Options(mapping, "email"), report=report,
+        result = import_file(database=database, file=fh, info=info, options=Options(mapping, "email", extra=extra or {}), report=report,
                              source="import:bench")
         return time.perf_counter() - start, result
 
@@ -119,8 +141,6 @@ def _baseline(path: Path, account_id: int, database_id: int) -> float:
 @register("import", small_size=20_000)
 def bench_import(size: int) -> Result:
     """A CSV of N profiles through the import pipeline vs COPY + INSERT .. ON CONFLICT."""
-    from profiles.services import database_create, field_add
-
     _cleanup()
     tmp = Path(tempfile.mkdtemp(prefix="bench-import-"))
     try:
@@ -129,12 +149,7 @@ def bench_import(size: int) -> Result:
             _write_csv(path, size)
         detail(f"file {path.stat().st_size / 1024**2:,.1f} MB, rss before import {peak_rss_mb():.0f} MB")
         account = Account.objects.create(name="Bench import", slug=SLUG)
-        actor = Actor.system()
-        database = database_create(account=account, name="Bench customers", actor=actor)
-        field_add(database=database, name="city", label="City", type="string", actor=actor)
-        field_add(database=database, name="loyalty_points", label="Loyalty points", type="integer", actor=actor)
-        field_add(database=database, name="vip", label="VIP", type="boolean", actor=actor)
-        field_add(database=database, name="signup", label="Signed up", type="datetime", actor=actor)
+        database = _database(account, "Bench customers")
 
         baseline_s = _baseline(path, account.pk, database.pk)
         project_s, result = _project(path, database)
@@ -146,7 +161,30 @@ def bench_import(size: int) -> Result:
         phases = " ".join(f"{k}={v:.2f}s" for k, v in again.phases.items())  # type: ignore[attr-defined]
         detail(f"re-run of the same file: {again.line()} in {rerun_s:.2f}s ({phases})")  # type: ignore[attr-defined]
         assert again.updated == 0 and again.unchanged == size, again  # type: ignore[attr-defined]
+        _subscribe(path, account, size, project_s)
         return Result(size=size, project_s=project_s, baseline_s=baseline_s, rate=size / project_s)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         _cleanup()
+
+
+def _subscribe(path: Path, account: Account, size: int, without_s: float) -> None:
+    """The same file into a new database with subscribe on: time, counts and the ratio to `without_s`."""
+    from resources.services import resource_create
+
+    with phase("delete the imported profiles (same starting table for the subscribe run)"):
+        _delete_profiles(account)
+    database = _database(account, "Bench subscribers")
+    resource = resource_create(account=account, database=database, actor=Actor.system(),
+                               values={"name": "Shop news", "channels": ["email", "sms"]})
+    extra = {"subscribe": {"resource": resource.pk, "channel": "email", "status": "subscribed"}}
+    with_s, result = _project(path, database, extra)
+    phases = " ".join(f"{k}={v:.2f}s" for k, v in result.phases.items())  # type: ignore[attr-defined]
+    counts = result.extra["subscribe"]  # type: ignore[attr-defined]
+    detail(f"project with subscribe: {result.line()} in {with_s:.2f}s ({phases})")  # type: ignore[attr-defined]
+    detail("subscribe counts: " + " ".join(f"{k}={v}" for k, v in counts.items() if k not in ("resource", "channel")))
+    assert result.created == size and counts["created"] == size, (result, counts)  # type: ignore[attr-defined]
+    ratio = with_s / without_s
+    verdict = "ok" if ratio <= SUBSCRIBE_BUDGET else "OVER"
+    detail(f"subscribe on import: without_s={without_s:.3f} with_s={with_s:.3f} ratio={ratio:.3f} "
+           f"{verdict} (budget <= {SUBSCRIBE_BUDGET:.2f})")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -74,10 +75,34 @@ class Seeded:
 
 @dataclass
 class Page:
+    """One thing to time. Request by request it GETs `url`, or the next of `urls` (a sample of
+    cards, say), with the next of `clients`; or, where a page does not exist yet, it times
+    `call()` (a selector) in its place."""
+
     name: str
     url: str
     clients: list[Client]
     times: list[float] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    call: Callable[[], object] | None = None
+
+    def url_for(self, i: int) -> str:
+        return self.urls[i % len(self.urls)] if self.urls else self.url
+
+    def request(self, i: int) -> float:
+        """One timed request (or call); raises unless the page answers 200."""
+        if self.call is not None:
+            start = time.perf_counter()
+            self.call()
+            return time.perf_counter() - start
+        url = self.url_for(i)
+        client = self.clients[i % len(self.clients)]
+        start = time.perf_counter()
+        response = client.get(url)
+        elapsed = time.perf_counter() - start
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {url} answered {response.status_code}, expected 200")
+        return elapsed
 
 
 @register("pages", small_size=200)
@@ -105,11 +130,16 @@ def run(size: int) -> Result:
     return summarise(size, pages, baseline)
 
 
-def summarise(size: int, pages: list[Page], baseline: Page, note: str = "") -> Result:
-    """Detail lines per page, then the result: the slowest page's p95 against the baseline's."""
+def summarise(size: int, pages: list[Page], baseline: Page, note: str = "", budget_ms: float | None = None) -> Result:
+    """Detail lines per page (with `ok`/`OVER` against `budget_ms`, the p95 target, if given),
+    then the result: the slowest page's p95 against the baseline's."""
     for page in [*pages, baseline]:
-        kind = "baseline" if page is baseline else "page"
-        detail(f"{kind:<8} {page.name:<18} {format_ms(percentiles(page.times))}")
+        kind = "baseline" if page is baseline else ("selector" if page.call else "page")
+        stats = percentiles(page.times)
+        verdict = ""
+        if budget_ms is not None and page is not baseline:
+            verdict = f" {'ok' if stats['p95'] * 1000 <= budget_ms else 'OVER'} (p95 budget {budget_ms:.0f}ms)"
+        detail(f"{kind:<8} {page.name:<18} {format_ms(stats)}{verdict}")
     worst = max(pages, key=lambda p: percentiles(p.times)["p95"])
     detail(f"slowest page by p95: {worst.name}{note}")
     project_times = [t for page in pages for t in page.times]
@@ -312,20 +342,18 @@ def build_pages(seeded: Seeded, clients: list[Client]) -> tuple[list[Page], Page
 
 
 def probe(page: Page) -> tuple[int, float]:
-    """SQL queries and response size of one request to the page."""
+    """SQL queries and response size of one request to the page (size 0 for a call)."""
     with CaptureQueriesContext(connection) as queries:
-        response = get_ok(page.clients[0], page.url)
+        if page.call is not None:
+            page.call()
+            return len(queries.captured_queries), 0.0
+        response = get_ok(page.clients[0], page.url_for(0))
     return len(queries.captured_queries), len(response.content) / 1024
 
 
 def measure(pages: list[Page]) -> None:
     for i in range(WARMUP + REQUESTS):
         for page in pages:
-            client = page.clients[i % len(page.clients)]
-            start = time.perf_counter()
-            response = client.get(page.url)
-            elapsed = time.perf_counter() - start
-            if response.status_code != 200:
-                raise RuntimeError(f"GET {page.url} answered {response.status_code}, expected 200")
+            elapsed = page.request(i)
             if i >= WARMUP:
                 page.times.append(elapsed)

@@ -14,7 +14,7 @@ class ResourcesConfig(AppConfig):
         from profiles.importing.hooks import IMPORT_HOOKS, ImportHook
         from profiles.services import ERASURE_HANDLERS, MERGE_HANDLERS
         from profiles.views.profiles import CardTab, add_card_tab
-        from resources import importing, services
+        from resources import forms_card, importing, services
         from resources.demo import demo_resources
         from resources.views.card import subscriptions_tab_context
 
@@ -22,7 +22,13 @@ class ResourcesConfig(AppConfig):
             MERGE_HANDLERS.append(services.subscriptions_merge)
         if services.subscriptions_erase not in ERASURE_HANDLERS:
             ERASURE_HANDLERS.append(services.subscriptions_erase)
-        IMPORT_HOOKS["subscribe"] = ImportHook(check=importing.check_subscribe, run=importing.subscribe_imported)
+        IMPORT_HOOKS["subscribe"] = ImportHook(
+            check=importing.check_subscribe, run=importing.subscribe_imported, label="Subscribe the imported profiles",
+            form=forms_card.import_subscribe_form, template="resources/_card_import_subscribe.html",
+            result_template="resources/_card_import_result.html", parse_cli=forms_card.import_subscribe_parse_cli,
+            cli_help="RESOURCE_SLUG:CHANNEL:STATUS: subscribe every imported profile (channel email or sms; status "
+                     "subscribed, unconfirmed or unsubscribed)",
+        )
         add_card_tab(CardTab("subscriptions", "Subscriptions", "resources/_card_subscriptions.html", subscriptions_tab_context),
                      after="data")
         if demo_resources not in DEMO_HOOKS:

@@ -480,6 +480,26 @@ def subscription_update(
 
 
 @transaction.atomic
+def subscription_make_primary(*, subscription: Subscription) -> bool:
+    """Make this the primary address (priority 1) on its resource and channel; the profile's other
+    subscriptions there follow in their old order. Returns False when it already was the only primary."""
+    siblings = list(
+        Subscription.objects.select_for_update()
+        .filter(profile_id=subscription.profile_id, resource_id=subscription.resource_id, channel=subscription.channel)
+        .order_by("priority", "id")
+    )
+    ordered = [s for s in siblings if s.pk == subscription.pk] + [s for s in siblings if s.pk != subscription.pk]
+    now, changed = timezone.now(), []
+    for n, s in enumerate(ordered, start=1):
+        if s.priority != n:
+            s.priority, s.updated_at = n, now
+            changed.append(s)
+    Subscription.objects.bulk_update(changed, ["priority", "updated_at"])
+    subscription.priority = 1
+    return bool(changed)
+
+
+@transaction.atomic
 def subscription_delete(*, subscription: Subscription, actor: Actor, via: Via) -> None:
     """Delete a subscription (a wrong address, an old device). The ledger keeps a "deleted" record.
 

@@ -28,6 +28,8 @@ from accounts.permissions import Role
 from accounts.services import api_token_create
 from profiles.models import Profile, ProfileDatabase, ProfileImport
 from profiles.services import database_create, field_add, profile_upsert
+from resources.models import Resource, Subscription, Suppression
+from resources.services import Via, resource_create, subscription_create, suppression_add
 
 
 @dataclass
@@ -43,6 +45,9 @@ class World:
     database: ProfileDatabase
     profile: Profile
     profile_import: ProfileImport
+    resource: Resource
+    subscription: Subscription
+    suppression: Suppression
 
 
 Build = Callable[[World], dict[str, Any]]
@@ -90,6 +95,20 @@ OBJECT_ROUTES: dict[str, Build] = {
     "profiles:import_upload": lambda w: {"db": w.database.slug},
     "profiles:import_detail": lambda w: {"db": w.database.slug, "pk": w.profile_import.pk},
     "profiles:import_errors": lambda w: {"db": w.database.slug, "pk": w.profile_import.pk},
+    # Resources, subscriptions and suppressions (API).
+    "api:resource_get_api": lambda w: {"resource": w.resource.slug},
+    "api:resource_update_api": lambda w: {"resource": w.resource.slug},
+    "api:resource_subscribe_api": lambda w: {"resource": w.resource.slug},
+    "api:subscription_list_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    "api:subscription_create_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    "api:consent_list_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    "api:subscription_update_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk, "subscription_id": w.subscription.pk},
+    "api:subscription_delete_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk, "subscription_id": w.subscription.pk},
+    "api:suppression_delete_api": lambda w: {"suppression_id": w.suppression.pk},
+    # The profile card's subscriptions tab.
+    "resources:subscription_add": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
+    "resources:subscription_change": lambda w: {"db": w.database.slug, "pk": w.profile.pk, "sub": w.subscription.pk},
+    "resources:consent_export": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
 }
 
 # Routes with parameters that do not name a tenant object, and why.
@@ -156,6 +175,11 @@ def world(acme, olivia, alice) -> World:
     profile_import.file.save("acme.csv", ContentFile(b"email\np@acme.example\n"), save=False)
     profile_import.error_report.save("acme-errors.csv", ContentFile(b"row,column,value,reason\n"), save=False)
     profile_import.save()
+    resource = resource_create(account=acme, database=database, actor=Actor.system(),
+                               values={"name": "Acme news", "channels": ["email", "sms"], "categories": ["news"]})
+    subscription = subscription_create(profile=profile, resource=resource, channel="email", address=profile.email,
+                                       actor=Actor.system(), via=Via(source="test"))
+    suppression, _ = suppression_add(account=acme, kind="email", value="blocked@acme.example", actor=Actor.system())
     return World(
         account=acme,
         owner=olivia,
@@ -169,6 +193,9 @@ def world(acme, olivia, alice) -> World:
         database=database,
         profile=profile,
         profile_import=profile_import,
+        resource=resource,
+        subscription=subscription,
+        suppression=suppression,
     )
 
 

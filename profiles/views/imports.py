@@ -31,6 +31,7 @@ from profiles.importing import (
     max_bytes,
     writable_fields,
 )
+from profiles.importing.hooks import hook_forms, hook_results
 from profiles.models import ProfileDatabase, ProfileImport
 from profiles.views import get_database
 
@@ -120,8 +121,9 @@ def import_detail(request: HttpRequest, db: str, pk: int) -> HttpResponse:
         return render(request, "profiles/import_detail.html#result", _result_context(imp))
     problems: list[str] = []
     options = Options({int(k): v for k, v in imp.mapping.items()}, imp.match_key or database.default_match_key,
-                      imp.mode, imp.clear_empty, imp.skip_erased)
+                      imp.mode, imp.clear_empty, imp.skip_erased, extra=dict(imp.extra or {}))
     status = 200
+    hooks = None
     if request.method == "POST":
         if not request.membership.can(Perm.DATA_EDIT):
             raise PermissionDenied("Your role does not allow importing.")
@@ -136,11 +138,20 @@ def import_detail(request: HttpRequest, db: str, pk: int) -> HttpResponse:
             except ImportFileError as exc:
                 problems, status = [str(exc)], 400
         else:
-            try:
-                import_start(profile_import=imp, options=options, actor=Actor.from_request(request))
-                return redirect(imp)
-            except ImportMappingError as exc:
-                problems, status = exc.messages, 400
+            # Other apps' options (e.g. subscribe the imported profiles), from their own forms.
+            hooks = hook_forms(database, request.POST)
+            for name, hook, form in hooks:
+                if not form.is_valid():
+                    problems.append(f"{hook.label or name}: check the highlighted fields.")
+                elif form.options() is not None:
+                    options.extra[name] = form.options()
+            if not problems:
+                try:
+                    import_start(profile_import=imp, options=options, actor=Actor.from_request(request))
+                    return redirect(imp)
+                except ImportMappingError as exc:
+                    problems = exc.messages
+            status = 400
     fields = writable_fields(database)
     context = {
         **_result_context(imp),
@@ -153,6 +164,7 @@ def import_detail(request: HttpRequest, db: str, pk: int) -> HttpResponse:
         "modes": ProfileImport.Mode.choices,
         "encodings": [(e, ENCODING_LABELS[e]) for e in ENCODINGS],
         "delimiters": [(d, DELIMITER_LABELS[d]) for d in DELIMITERS],
+        "hooks": [{"name": n, "hook": h, "form": f} for n, h, f in (hooks or hook_forms(database, extra=options.extra))],
     }
     return render(request, "profiles/import_detail.html", context, status=status)
 
@@ -173,6 +185,7 @@ def _result_context(imp: ProfileImport) -> dict[str, Any]:
         "error_lines": result.get("error_lines", 0),
         "skipped_erased": result.get("skipped_erased", 0),
         "skipped_mode": result.get("skipped_mode", 0),
+        "hook_results": [{"hook": h, "result": r} for h, r in hook_results(imp.extra_results)],
     }
 
 

@@ -1,9 +1,11 @@
 """manage.py import_profiles --account SLUG --database SLUG [--match FIELD] [--mode upsert|insert|update]
-[--errors FILE] [--ignore-unknown] [--clear-empty] [--include-erased] FILE
+[--errors FILE] [--ignore-unknown] [--clear-empty] [--include-erased] [--subscribe RESOURCE:CHANNEL:STATUS] FILE
 
 Runs the import pipeline synchronously (no Celery): columns map by header to field names (or
 labels; case, spaces, _ and - ignored). Prints a progress bar on stderr when it is a terminal,
-and ends with one line: created=N updated=N unchanged=N failed=N.
+and ends with one line: created=N updated=N unchanged=N failed=N. Options of other apps' import
+hooks (e.g. --subscribe, registered by resources) come from profiles.importing.hooks and print
+their counts on a line of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from profiles.importing import (
     sniff,
     writable_fields,
 )
+from profiles.importing.hooks import IMPORT_HOOKS
 from profiles.models import ProfileDatabase
 
 
@@ -47,6 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--include-erased", action="store_true", help="import erased people too")
         parser.add_argument("--encoding", default="", choices=["", *ENCODINGS], help="override the sniffed encoding")
         parser.add_argument("--delimiter", default="", help="override the sniffed delimiter (, ; tab |)")
+        for name, hook in IMPORT_HOOKS.items():
+            if hook.parse_cli is not None:
+                parser.add_argument(f"--{name}", dest=f"hook_{name}", default="", metavar="TEXT", help=hook.cli_help or hook.label)
 
     def handle(self, *args: Any, **opts: Any) -> None:
         account = Account.objects.filter(slug=opts["account"]).first()
@@ -55,6 +61,14 @@ class Command(BaseCommand):
         database = ProfileDatabase.objects.for_account(account).select_related("account").filter(slug=opts["database"]).first()
         if database is None:
             raise CommandError(f"No profile database {opts['database']!r} in {account.slug}.")
+        extra: dict[str, Any] = {}
+        for name, hook in IMPORT_HOOKS.items():
+            text = opts.get(f"hook_{name}") or ""
+            if hook.parse_cli is not None and text:
+                try:
+                    extra[name] = hook.parse_cli(database, text)
+                except ValueError as exc:
+                    raise CommandError(f"--{name}: {exc}") from None
         path = Path(opts["file"])
         if not path.is_file():
             raise CommandError(f"{path}: no such file.")
@@ -69,6 +83,7 @@ class Command(BaseCommand):
             options = Options(
                 self._mapping(database, info.headers, ignore_unknown=opts["ignore_unknown"]),
                 opts["match"] or database.default_match_key, opts["mode"], opts["clear_empty"], not opts["include_erased"],
+                extra=extra,
             )
             bar = _Bar(sys.stderr) if sys.stderr.isatty() else None
             errors_to = Path(opts["errors"]).open("w", newline="", encoding="utf-8-sig") if opts["errors"] else nullcontext()  # noqa: SIM115
@@ -90,6 +105,9 @@ class Command(BaseCommand):
             self.stderr.write(f"… {result.error_lines - 5:,} more problem(s)" + (f" in {opts['errors']}" if opts["errors"] else " (use --errors FILE)"))
         self.stdout.write(f"rows={result.rows} skipped={result.skipped} duplicates={result.duplicates}")
         self.stdout.write(result.line())
+        for name, report in result.extra.items():
+            counts = " ".join(f"{k}={v}" for k, v in report.items() if isinstance(v, int)) if isinstance(report, dict) else report
+            self.stdout.write(f"{name}: {counts}")
 
     def _mapping(self, database: ProfileDatabase, headers: list[str], *, ignore_unknown: bool) -> dict[int, str]:
         fields = writable_fields(database)
