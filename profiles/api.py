@@ -298,7 +298,7 @@ def _database_out(database: ProfileDatabase, *, with_fields: bool = False) -> di
     return out
 
 
-def _invalid(errors: dict[str, str], *, prefix: tuple[str | int, ...] = (), what: str = "Some values do not fit") -> ApiError:
+def invalid_values(errors: dict[str, str], *, prefix: tuple[str | int, ...] = (), what: str = "Some values do not fit") -> ApiError:
     """A 422 whose details name each field (at `prefix` in the body) and the reason."""
     details = [
         {"loc": [*prefix, name] if name != "match" else ["match"], "message": reason, "type": "invalid_value"}
@@ -308,7 +308,7 @@ def _invalid(errors: dict[str, str], *, prefix: tuple[str | int, ...] = (), what
     return ApiError(422, f"{what}: {summary}.", details=details)
 
 
-def _profile(request: HttpRequest, database: ProfileDatabase, profile_id: int, *, loc: str = "") -> Profile:
+def profile_or_404(request: HttpRequest, database: ProfileDatabase, profile_id: int, *, loc: str = "") -> Profile:
     profile = Profile.objects.for_account(request.auth.account).filter(database=database, pk=profile_id).first()
     if profile is None:
         details = [{"loc": [loc], "message": "no such profile in this database", "type": "not_found"}] if loc else []
@@ -436,7 +436,7 @@ def field_add_api(request: HttpRequest, db: DatabaseRef, payload: FieldIn) -> St
             actor=Actor.from_request(request),
         )
     except ProfileValidationError as exc:
-        raise _invalid(exc.errors, what="The field cannot be added") from exc
+        raise invalid_values(exc.errors, what="The field cannot be added") from exc
     except ProfileError as exc:
         raise ApiError(409, str(exc)) from exc
     return Status(201, f)
@@ -449,7 +449,7 @@ def fields_reorder_api(request: HttpRequest, db: DatabaseRef, payload: FieldOrde
     try:
         fields_reorder(database=db, names=list(dict.fromkeys(payload.order)), actor=Actor.from_request(request))
     except ProfileValidationError as exc:
-        raise _invalid(exc.errors, what="The fields cannot be reordered") from exc
+        raise invalid_values(exc.errors, what="The fields cannot be reordered") from exc
     return {"items": list(db.fields.all())}
 
 
@@ -465,7 +465,7 @@ def field_update_api(request: HttpRequest, db: DatabaseRef, name: str, payload: 
                             unique=payload.unique, indexed=payload.indexed, choices=payload.choices,
                             actor=Actor.from_request(request))
     except ProfileValidationError as exc:
-        raise _invalid(exc.errors, what="The field was not changed") from exc
+        raise invalid_values(exc.errors, what="The field was not changed") from exc
     except ProfileError as exc:
         raise ApiError(409, str(exc)) from exc
 
@@ -514,7 +514,7 @@ def profile_upsert_api(request: HttpRequest, db: DatabaseRef, payload: UpsertIn)
     result = profile_upsert(database=db, values=payload.fields, match=payload.match, sch=sch,
                             actor=Actor.from_request(request))
     if result.status == "failed":
-        raise _invalid(result.errors, prefix=("fields",))
+        raise invalid_values(result.errors, prefix=("fields",))
     if result.status == "skipped" or result.profile is None:
         raise ApiError(409, "This person was erased on a data-protection request; the profile is not created again.",
                        code="erased", details=[{"loc": ["fields", payload.match or db.default_match_key],
@@ -536,7 +536,7 @@ def profile_batch_api(request: HttpRequest, db: DatabaseRef, payload: BatchIn) -
         message = f"A batch holds at most {MAX_BATCH:,} items; this one has {len(payload.items):,}. Send the rest in another request."
         raise ApiError(422, message, details=[{"loc": ["items"], "message": f"at most {MAX_BATCH} items", "type": "too_long"}])
     if payload.match is not None and payload.match not in db.match_keys:
-        raise _invalid({"match": f"{payload.match!r} is not a match key of this database"}, what="The batch cannot run")
+        raise invalid_values({"match": f"{payload.match!r} is not a match key of this database"}, what="The batch cannot run")
     sch = FieldSchema.load(db)
     actor = Actor.from_request(request)
     counts = dict.fromkeys(("created", "updated", "unchanged", "failed", "skipped"), 0)
@@ -576,8 +576,8 @@ def profile_lookup_api(request: HttpRequest, db: DatabaseRef, email: str | None 
              summary="Merge one profile into another")
 def profile_merge_api(request: HttpRequest, db: DatabaseRef, payload: MergeIn) -> dict:
     require(request, Perm.DATA_EDIT)
-    target = _profile(request, db, payload.target, loc="target")
-    source = _profile(request, db, payload.source, loc="source")
+    target = profile_or_404(request, db, payload.target, loc="target")
+    source = profile_or_404(request, db, payload.source, loc="source")
     try:
         merged = profile_merge(target=target, source=source, actor=Actor.from_request(request))
     except ProfileError as exc:
@@ -589,18 +589,18 @@ def profile_merge_api(request: HttpRequest, db: DatabaseRef, payload: MergeIn) -
             summary="A profile")
 def profile_get_api(request: HttpRequest, db: DatabaseRef, profile_id: int) -> dict:
     require(request, Perm.ACCOUNT_VIEW)
-    return _profile_out(_profile(request, db, profile_id), db, _custom_names(FieldSchema.load(db)))
+    return _profile_out(profile_or_404(request, db, profile_id), db, _custom_names(FieldSchema.load(db)))
 
 
 @router.patch("/databases/{slug:db}/profiles/{int:profile_id}", tags=PROFILES, response={200: ProfileOut, **ERRORS},
               summary="Change a profile's fields")
 def profile_update_api(request: HttpRequest, db: DatabaseRef, profile_id: int, payload: ProfilePatch) -> dict:
     require(request, Perm.DATA_EDIT)
-    profile = _profile(request, db, profile_id)
+    profile = profile_or_404(request, db, profile_id)
     try:
         profile_update(profile=profile, values=payload.fields, source="api", actor=Actor.from_request(request))
     except ProfileValidationError as exc:
-        raise _invalid(exc.errors, prefix=("fields",)) from exc
+        raise invalid_values(exc.errors, prefix=("fields",)) from exc
     return _profile_out(profile, db, _custom_names(FieldSchema.load(db)))
 
 
@@ -610,5 +610,5 @@ def profile_erase_api(request: HttpRequest, db: DatabaseRef, profile_id: int) ->
     """Deletes the profile and what other apps keep of it. Salted hashes of its match keys remain,
     so a later upsert or import of the same person is skipped (409 `erased` for a single upsert)."""
     require(request, Perm.DATA_EDIT)
-    profile_erase(profile=_profile(request, db, profile_id), actor=Actor.from_request(request))
+    profile_erase(profile=profile_or_404(request, db, profile_id), actor=Actor.from_request(request))
     return Status(204, None)

@@ -38,7 +38,7 @@ from accounts.permissions import Perm
 from cdp.api.auth import require
 from cdp.api.errors import ApiError, ErrorDetail, ErrorOut
 from cdp.api.pagination import CursorPage, paginate
-from profiles.api import DatabaseRef, _invalid, _profile
+from profiles.api import DatabaseRef, invalid_values, profile_or_404
 from profiles.models import Profile, ProfileDatabase
 from profiles.services import Schema as FieldSchema
 from profiles.services import profile_upsert
@@ -433,7 +433,7 @@ def _suppression_out(s: Suppression) -> dict[str, Any]:
 def _refused(exc: ResourceError, *, field: str = "status", what: str = "Nothing was changed") -> ApiError:
     """A 422 for a service's refusal: per field for a ResourceValidationError, else on `field` (a transition)."""
     if isinstance(exc, ResourceValidationError):
-        return _invalid(exc.errors, what=what)
+        return invalid_values(exc.errors, what=what)
     return ApiError(422, str(exc), details=[{"loc": [field], "message": str(exc), "type": "invalid_transition"}])
 
 
@@ -508,7 +508,7 @@ def resource_create_api(request: HttpRequest, payload: ResourceIn) -> Status:
         resource = resource_create(account=request.auth.account, database=database, values=values,
                                    actor=Actor.from_request(request))
     except ResourceValidationError as exc:
-        raise _invalid(exc.errors, what="The resource cannot be created") from exc
+        raise invalid_values(exc.errors, what="The resource cannot be created") from exc
     return Status(201, _resource_out(resource, counts=True))
 
 
@@ -529,7 +529,7 @@ def resource_update_api(request: HttpRequest, resource: ResourceRef, payload: Re
     try:
         resource_update(resource=resource, values=values, actor=Actor.from_request(request))
     except ResourceValidationError as exc:
-        raise _invalid(exc.errors, what="The resource was not changed") from exc
+        raise invalid_values(exc.errors, what="The resource was not changed") from exc
     return _resource_out(resource, counts=True)
 
 
@@ -563,7 +563,7 @@ def resource_subscribe_api(request: HttpRequest, resource: ResourceRef, payload:
     with transaction.atomic():
         result = profile_upsert(database=database, values=values, match=match, sch=sch, actor=actor)
         if result.status == "failed":
-            raise _invalid(result.errors, prefix=("profile",), what="The profile does not fit")
+            raise invalid_values(result.errors, prefix=("profile",), what="The profile does not fit")
         if result.status == "skipped" or result.profile is None:
             raise ApiError(409, "This person was erased on a data-protection request; nothing was stored.", code="erased",
                            details=[{"loc": ["match"], "message": result.skipped, "type": "erased"}])
@@ -602,7 +602,7 @@ def subscription_list_api(
     cursor: str | None = None, limit: int | None = None,
 ) -> dict:
     require(request, Perm.ACCOUNT_VIEW)
-    profile = _profile(request, db, profile_id)
+    profile = profile_or_404(request, db, profile_id)
     qs = Subscription.objects.for_account(request.auth.account).filter(profile=profile).select_related("resource")
     if filters.resource is not None:
         qs = qs.filter(resource=_body_resource(request, filters.resource, loc=("query", "resource")))
@@ -622,7 +622,7 @@ def subscription_create_api(request: HttpRequest, db: DatabaseRef, profile_id: i
     out) unless `confirmed` is true. An address this profile already has on the resource and channel,
     or one another profile holds, is 422 `loc: ["address"]` (a push token moves to this profile)."""
     require(request, Perm.DATA_EDIT)
-    profile = _profile(request, db, profile_id)
+    profile = profile_or_404(request, db, profile_id)
     resource = _body_resource(request, payload.resource)
     address = _default_address(profile, payload.channel, payload.address)
     try:
@@ -646,7 +646,7 @@ def subscription_update_api(
     transition is 422 `loc: ["status"]` and changes nothing. Leaving bounced, complained or blocked
     needs `force: true` and a `reason`. Pausing (suspended) needs `until` in the future."""
     require(request, Perm.DATA_EDIT)
-    sub = _subscription(request, _profile(request, db, profile_id), subscription_id)
+    sub = _subscription(request, profile_or_404(request, db, profile_id), subscription_id)
     if payload.until is not None and payload.status != "suspended":
         message = "only a pause (status suspended) has an end"
         raise ApiError(422, f"until: {message}.", details=[{"loc": ["until"], "message": message, "type": "invalid_value"}])
@@ -670,7 +670,7 @@ def subscription_delete_api(request: HttpRequest, db: DatabaseRef, profile_id: i
     to a person, prefer PATCH with status unsubscribed: a deleted address can be subscribed again
     without a trace of the opt-out."""
     require(request, Perm.DATA_EDIT)
-    sub = _subscription(request, _profile(request, db, profile_id), subscription_id)
+    sub = _subscription(request, profile_or_404(request, db, profile_id), subscription_id)
     subscription_delete(subscription=sub, actor=Actor.from_request(request), via=_via(request))
     return Status(204, None)
 
@@ -682,7 +682,7 @@ def consent_list_api(request: HttpRequest, db: DatabaseRef, profile_id: int, cur
     """Every status and category change of the profile's subscriptions: who (team member, API
     token, subscriber, system), from where (source, IP, user agent), old and new."""
     require(request, Perm.ACCOUNT_VIEW)
-    profile = _profile(request, db, profile_id)
+    profile = profile_or_404(request, db, profile_id)
     page = paginate(profile_ledger(profile, limit=None), cursor=cursor, limit=limit)
     page["items"] = [_consent_out(c) for c in page["items"]]
     return page
@@ -727,7 +727,7 @@ def suppression_add_api(request: HttpRequest, payload: SuppressionIn) -> Status:
         try:
             row, created = _add_one(request, actor, payload)
         except ResourceValidationError as exc:
-            raise _invalid(exc.errors, what="The suppression was not added") from exc
+            raise invalid_values(exc.errors, what="The suppression was not added") from exc
         return Status(201 if created else 200, _suppression_out(row))
     if len(payload.items) > MAX_BATCH:
         message = f"A batch holds at most {MAX_BATCH:,} items; this one has {len(payload.items):,}. Send the rest in another request."

@@ -43,6 +43,8 @@ CONFIRMATION_HANDLERS: list[Callable[[Subscription], None]] = []
 CONSENT_HANDLERS: list[Callable[[list[ConsentRecord]], None]] = []
 
 PAUSE_DAYS = (14, 30, 60, 90)
+# Slugs that would collide with the pages under /resources/.
+RESERVED_SLUGS = frozenset({"new"})
 MAX_CATEGORIES = 50
 _KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -211,6 +213,8 @@ def _clean_resource(values: dict[str, Any], database: ProfileDatabase, resource:
         slug = slugify(str(values["slug"] or ""))[:60]
         if not slug:
             errors["slug"] = "is required (letters, digits and -)"
+        elif slug in RESERVED_SLUGS:
+            errors["slug"] = f"{slug!r} is reserved; pick another"
         clean["slug"] = slug
     if errors:
         raise ResourceValidationError(errors)
@@ -219,6 +223,8 @@ def _clean_resource(values: dict[str, Any], database: ProfileDatabase, resource:
 
 def _unique_slug(account: Account, base: str, exclude: int | None = None) -> str:
     base = slugify(base)[:50] or "resource"
+    if base in RESERVED_SLUGS:
+        base = f"{base}-resource"
     slug, n = base, 2
     qs = Resource.objects.filter(account=account)
     if exclude:

@@ -274,7 +274,7 @@ def suppressions_import_job(job: Job) -> ImportResult:
     finally:
         if report_path:
             os.unlink(report_path)
-    default_storage.delete(path)
+        default_storage.delete(path)  # the upload is read once; a failed job is started again by a new upload
     return result
 
 

@@ -48,6 +48,7 @@ class World:
     resource: Resource
     subscription: Subscription
     suppression: Suppression
+    suppressions_job: Job
 
 
 Build = Callable[[World], dict[str, Any]]
@@ -105,6 +106,13 @@ OBJECT_ROUTES: dict[str, Build] = {
     "api:subscription_update_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk, "subscription_id": w.subscription.pk},
     "api:subscription_delete_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk, "subscription_id": w.subscription.pk},
     "api:suppression_delete_api": lambda w: {"suppression_id": w.suppression.pk},
+    # Resource and suppression pages.
+    "resources:detail": lambda w: {"slug": w.resource.slug},
+    "resources:settings": lambda w: {"slug": w.resource.slug},
+    "resources:rotate_key": lambda w: {"slug": w.resource.slug},
+    "resources:delete": lambda w: {"slug": w.resource.slug},
+    "resources:suppression_remove": lambda w: {"pk": w.suppression.pk},
+    "resources:suppression_import_detail": lambda w: {"pk": w.suppressions_job.pk},
     # The profile card's subscriptions tab.
     "resources:subscription_add": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
     "resources:subscription_change": lambda w: {"db": w.database.slug, "pk": w.profile.pk, "sub": w.subscription.pk},
@@ -116,6 +124,11 @@ NOT_TENANT_OBJECTS: dict[str, str] = {
     "accounts:invitation_accept": "public page; the secret key in the URL is the credential",
     "accounts:password_reset_confirm": "public page; the signed token in the URL is the credential",
     "api_not_found": "answers 404 in the API error shape for any unknown path",
+    "public:unsubscribe": "public page; the signed token in the URL is the credential (and names its profile)",
+    "public:one_click": "RFC 8058 endpoint; the signed token in the URL is the credential",
+    "public:preferences": "public page; the signed token is the credential; posted subscription ids are checked against its profile and resource",
+    "public:confirm": "public page; the signed (expiring) token in the URL is the credential",
+    "public:subscribe": "public endpoint; the resource's public key is the credential",
 }
 NOT_TENANT_NAMESPACES = {"admin": "Django admin, for superusers only (is_staff), not for tenants"}
 
@@ -196,6 +209,8 @@ def world(acme, olivia, alice) -> World:
         resource=resource,
         subscription=subscription,
         suppression=suppression,
+        suppressions_job=Job.objects.create(account=acme, kind="suppressions.import", title="Import suppressions",
+                                            state=Job.State.SUCCEEDED, result={"added": 1}),
     )
 
 

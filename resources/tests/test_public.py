@@ -284,6 +284,7 @@ def test_it_speaks_russian_to_a_russian_browser(client, anna_email):
     response = client.get(_url("unsubscribe", tokens.UNSUBSCRIBE, anna_email), HTTP_ACCEPT_LANGUAGE="ru-RU,ru;q=0.9,en;q=0.5")
     text = response.content.decode()
     assert "Да, отписаться" in text and 'lang="ru"' in text
+    assert response["Content-Language"] == "ru"
     prefs = client.get(_url("preferences", tokens.PREFERENCES, anna_email), HTTP_ACCEPT_LANGUAGE="ru").content.decode()
     assert "Активна" in prefs and "Приостановить" in prefs and "30 дней" in prefs
 
@@ -428,3 +429,11 @@ def test_it_shows_the_hosted_form_with_errors_in_russian(news):
     assert response.status_code == 400
     text = response.content.decode()
     assert "Подписаться" in text and "is-invalid" in text
+
+
+def test_it_shows_a_hosted_subscribe_form_with_a_honeypot(news):
+    response = Client().get(_subscribe_url(news))
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "Subscribe to Shop news" in text and 'name="website"' in text and 'name="city"' in text
+    assert not response.cookies

@@ -312,3 +312,11 @@ def test_an_import_with_a_bad_subscribe_option_does_not_run(shop, news, globex_n
         run_import(shop, "email\na@shop.example.com\n", subscribe={"resource": globex_news.pk, "channel": "email", "status": "subscribed"})
     with pytest.raises(ImportMappingError, match=r"e-mail .* or SMS"):
         run_import(shop, "email\na@shop.example.com\n", subscribe={"resource": news.pk, "channel": "telegram", "status": "subscribed"})
+
+
+def test_a_resource_never_takes_a_slug_its_pages_use(acme, shop):
+    from resources.services import resource_create
+
+    assert resource_create(account=acme, database=shop, actor=SYSTEM, values={"name": "New"}).slug == "new-resource"
+    with pytest.raises(ResourceValidationError, match="reserved"):
+        resource_create(account=acme, database=shop, actor=SYSTEM, values={"name": "X", "slug": "new"})

@@ -142,7 +142,7 @@ def test_it_formats_big_numbers(login, bob, news, anna):
 def test_the_detail_page_keeps_its_query_budget(login, bob, news, subs, django_assert_max_num_queries):
     client = login(bob)
     client.get(news.get_absolute_url())  # warm the session
-    # session, user, membership+account, resource, the counters' one GROUP BY, field labels
+    # session, user, membership, resource, the counters' one GROUP BY, field labels, the account switcher
     with django_assert_max_num_queries(7) as ctx:
         assert client.get(news.get_absolute_url()).status_code == 200
     assert sum("GROUP BY" in q["sql"] for q in ctx.captured_queries) == 1
@@ -254,3 +254,21 @@ def test_it_deletes_a_resource_after_the_name_is_typed(login, adam, news, subs):
     assert r.status_code == 302 and r.url == reverse("resources:list")
     assert not Resource.objects.filter(pk=news.pk).exists()
     assert not Subscription.objects.exists()
+
+
+def test_the_embedded_form_subscribes_at_the_public_endpoint(client, news, shop, settings):
+    """The snippet's action and field names are what the public subscribe endpoint reads."""
+    from html import unescape
+
+    from resources.views.resources import embed_snippet, subscribe_url
+
+    snippet = embed_snippet(news, subscribe_url(news))
+    action = unescape(re.search(r'action="([^"]+)"', snippet).group(1))
+    path = action.removeprefix(settings.SITE_URL)
+    names = set(re.findall(r'name="(\w+)"', snippet))
+    assert names == {"email", "first_name", "website", "categories"}
+    r = client.post(path, {"email": "new@shop.example.com", "first_name": "Nina", "website": "", "categories": ["news", "events"]})
+    assert r.status_code in (200, 302)
+    sub = Subscription.objects.get(resource=news, address="new@shop.example.com")
+    assert sub.status == "unconfirmed"  # e-mail has double opt-in
+    assert sub.opted_out == ["offers"]

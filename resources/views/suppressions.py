@@ -27,6 +27,8 @@ from resources.suppressions_io import (
     suppressions_import_start,
 )
 
+KIND_PLURALS = {Suppression.Kind.EMAIL: "E-mail addresses", Suppression.Kind.DOMAIN: "E-mail domains",
+                Suppression.Kind.PHONE: "Phone numbers"}
 KIND_ICONS = {Suppression.Kind.EMAIL: "envelope-slash", Suppression.Kind.DOMAIN: "globe2", Suppression.Kind.PHONE: "telephone-x"}
 
 
@@ -77,7 +79,7 @@ def suppression_list(request: HttpRequest) -> HttpResponse:
     if table.is_partial_request:
         return render(request, "components/table.html", {"table": table})
     counts = suppression_counts(request.account)
-    kinds = [{"value": k, "label": label, "n": counts.get(k, 0), "icon": KIND_ICONS[Suppression.Kind(k)]}
+    kinds = [{"value": k, "label": label, "n": counts.get(k, 0), "plural": KIND_PLURALS[Suppression.Kind(k)], "icon": KIND_ICONS[Suppression.Kind(k)]}
              for k, label in Suppression.Kind.choices]
     context = {"table": table, "form": form, "kinds": kinds, "section": "suppressions",
                "can_manage": request.membership.can(Perm.CHANNELS_MANAGE)}

@@ -73,6 +73,17 @@ def test_an_admin_creates_a_resource_and_sees_its_page(page: Page, live_server, 
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "resource-detail.png"), full_page=True)
 
+    # Settings: the preference page may edit the first name; the public pages speak Russian.
+    page.get_by_role("link", name="Settings", exact=True).click()
+    settings_form = page.get_by_test_id("settings-form")
+    settings_form.locator("#id_preference_editable_fields").get_by_label("First name").check()
+    settings_form.get_by_label("Language of the public pages").select_option("ru")
+    page.screenshot(path=str(SCREENSHOTS / "resource-settings.png"), full_page=True)
+    settings_form.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("status").last).to_contain_text("Settings saved.")
+    expect(page.locator("#settings-summary")).to_contain_text("First name")
+    expect(page.locator("#settings-summary")).to_contain_text("Russian")
+
     # It is on the list, with its channels.
     page.locator("#sidebar").get_by_role("link", name="Resources").click()
     row = page.locator("tr[data-resource='shop-news']")
