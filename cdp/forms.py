@@ -44,3 +44,21 @@ class StyledForm(StyledFormMixin, forms.Form):
 
 class StyledModelForm(StyledFormMixin, forms.ModelForm):
     pass
+
+
+class ConfirmNameForm(StyledForm):
+    """"Type the name to confirm" before something destructive (deleting a database, a resource)."""
+
+    confirm = forms.CharField(max_length=200)
+
+    def __init__(self, *args: Any, expected: str, what: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.expected = expected
+        self.fields["confirm"].label = f"Type the {what}'s name to confirm"
+        self.fields["confirm"].widget.attrs.update({"autocomplete": "off", "placeholder": expected})
+
+    def clean_confirm(self) -> str:
+        value = self.cleaned_data["confirm"].strip()
+        if value != self.expected:
+            raise forms.ValidationError(f"Type {self.expected} exactly, as shown.")
+        return value

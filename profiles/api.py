@@ -22,7 +22,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field as F
 from ninja import Query, Router, Schema, Status
-from pydantic import ConfigDict, PlainValidator, StringConstraints, ValidationInfo, WithJsonSchema
+from pydantic import ConfigDict, StringConstraints
 
 from accounts.access import Actor
 from accounts.api import JobOut
@@ -30,6 +30,7 @@ from accounts.permissions import Perm
 from cdp.api.auth import require
 from cdp.api.errors import ApiError, ErrorDetail, ErrorOut
 from cdp.api.pagination import CursorPage, paginate
+from cdp.api.types import slug_ref
 from profiles.fieldtypes import FieldType, FieldValueError
 from profiles.models import WRITABLE_SYSTEM_FIELDS, Field, Profile, ProfileDatabase
 from profiles.services import (
@@ -67,22 +68,7 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", m
 # --- {db} in the path -----------------------------------------------------------------------------
 
 
-def _database_in_path(slug: Any, info: ValidationInfo) -> ProfileDatabase:
-    """The token's account's database with this slug; ApiError 404 (not a validation error) otherwise."""
-    request = info.context["request"]
-    database = (
-        ProfileDatabase.objects.for_account(request.auth.account).select_related("account").filter(slug=str(slug)).first()
-    )
-    if database is None:
-        raise ApiError(404, f"There is no profile database {str(slug)!r} in this account.")
-    return database
-
-
-DatabaseRef = Annotated[
-    ProfileDatabase,
-    PlainValidator(_database_in_path),
-    WithJsonSchema({"type": "string", "description": "The database's slug.", "examples": ["customers"]}),
-]
+DatabaseRef = slug_ref(ProfileDatabase, what="profile database", example="customers")
 
 
 # --- schemas --------------------------------------------------------------------------------------

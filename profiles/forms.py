@@ -107,21 +107,6 @@ class FieldEditForm(StyledForm):
         return _choices_text(value) if isinstance(value, str) else list(value or [])
 
 
-class ConfirmNameForm(StyledForm):
-    confirm = forms.CharField(label="Type the database's name to confirm", max_length=200)
-
-    def __init__(self, *args: Any, expected: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.expected = expected
-        self.fields["confirm"].widget.attrs.update({"autocomplete": "off", "placeholder": expected})
-
-    def clean_confirm(self) -> str:
-        value = self.cleaned_data["confirm"].strip()
-        if value != self.expected:
-            raise forms.ValidationError(f"Type {self.expected} exactly, as shown.")
-        return value
-
-
 # --- profiles ------------------------------------------------------------------------------------
 
 

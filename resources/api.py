@@ -25,11 +25,8 @@ from ninja import Field as F
 from ninja import Query, Router, Schema, Status
 from pydantic import (
     ConfigDict,
-    PlainValidator,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
-    WithJsonSchema,
     model_validator,
 )
 
@@ -38,6 +35,7 @@ from accounts.permissions import Perm
 from cdp.api.auth import require
 from cdp.api.errors import ApiError, ErrorDetail, ErrorOut
 from cdp.api.pagination import CursorPage, paginate
+from cdp.api.types import slug_ref
 from profiles.api import DatabaseRef, invalid_values, profile_or_404
 from profiles.models import Profile, ProfileDatabase
 from profiles.services import Schema as FieldSchema
@@ -82,22 +80,7 @@ Address = str | int
 # --- {resource} in the path -----------------------------------------------------------------------
 
 
-def _resource_in_path(slug: Any, info: ValidationInfo) -> Resource:
-    """The token's account's resource with this slug; ApiError 404 (not a validation error) otherwise."""
-    request = info.context["request"]
-    resource = (
-        Resource.objects.for_account(request.auth.account).select_related("account", "database").filter(slug=str(slug)).first()
-    )
-    if resource is None:
-        raise ApiError(404, f"There is no resource {str(slug)!r} in this account.")
-    return resource
-
-
-ResourceRef = Annotated[
-    Resource,
-    PlainValidator(_resource_in_path),
-    WithJsonSchema({"type": "string", "description": "The resource's slug.", "examples": ["shop-news"]}),
-]
+ResourceRef = slug_ref(Resource, what="resource", example="shop-news", related=("account", "database"))
 
 
 # --- schemas --------------------------------------------------------------------------------------

@@ -123,21 +123,6 @@ class ResourceForm(StyledForm):
         return {k: v for k, v in self.cleaned_data.items() if k != "database"}
 
 
-class ConfirmNameForm(StyledForm):
-    confirm = forms.CharField(label="Type the resource's name to confirm", max_length=200)
-
-    def __init__(self, *args: Any, expected: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.expected = expected
-        self.fields["confirm"].widget.attrs.update({"autocomplete": "off", "placeholder": expected})
-
-    def clean_confirm(self) -> str:
-        value = self.cleaned_data["confirm"].strip()
-        if value != self.expected:
-            raise forms.ValidationError(f"Type {self.expected} exactly, as shown.")
-        return value
-
-
 class SuppressionAddForm(StyledForm):
     kind = forms.ChoiceField(choices=Suppression.Kind.choices)
     value = forms.CharField(max_length=320, widget=forms.TextInput(attrs={"placeholder": "name@example.com, example.com or +4915…"}))

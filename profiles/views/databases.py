@@ -11,10 +11,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.access import Actor, account_required
 from accounts.permissions import Perm
-from cdp.forms import StyledForm
+from cdp.forms import ConfirmNameForm, StyledForm
 from profiles.fieldtypes import FieldType
 from profiles.forms import (
-    ConfirmNameForm,
     DatabaseCreateForm,
     DatabaseSettingsForm,
     FieldAddForm,
@@ -147,7 +146,7 @@ def database_settings(request: HttpRequest, db: str) -> HttpResponse:
 @account_required(Perm.DATABASES_MANAGE)
 def database_delete_view(request: HttpRequest, db: str) -> HttpResponse:
     database = get_database(request, db)
-    form = ConfirmNameForm(request.POST or None, expected=database.name)
+    form = ConfirmNameForm(request.POST or None, expected=database.name, what="database")
     if request.method == "POST" and form.is_valid():
         name = database.name
         database_delete(database=database, actor=Actor.from_request(request))

@@ -15,8 +15,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.access import Actor, account_required
 from accounts.permissions import Perm
+from cdp.forms import ConfirmNameForm
 from profiles.models import ProfileDatabase
-from resources.forms import ConfirmNameForm, ResourceForm, add_service_errors
+from resources.forms import ResourceForm, add_service_errors
 from resources.models import CHANNEL_ICONS, Channel, Resource, Status, Subscription
 from resources.selectors import resource_counts, resources_subscribed_counts
 from resources.services import (
@@ -196,7 +197,7 @@ def resource_rotate_key(request: HttpRequest, slug: str) -> HttpResponse:
 @account_required(Perm.CHANNELS_MANAGE)
 def resource_delete_view(request: HttpRequest, slug: str) -> HttpResponse:
     resource = get_resource(request, slug)
-    form = ConfirmNameForm(request.POST or None, expected=resource.name)
+    form = ConfirmNameForm(request.POST or None, expected=resource.name, what="resource")
     if request.method == "POST" and form.is_valid():
         name = resource.name
         resource_delete(resource=resource, actor=Actor.from_request(request))
