@@ -265,6 +265,7 @@ def suppressions_import_job(job: Job) -> ImportResult:
                     progress=lambda n: jobs.job_progress(job=job, progress=min(n, total) if total else n,
                                                          message=f"{n:,} rows read"),
                 )
+        jobs.job_progress(job=job, progress=result.rows, total=result.rows)  # the line count included a header
         if result.invalid:
             with open(report_path, "rb") as report:
                 jobs.job_succeed(job=job, result=result.as_dict(), message=result.message(),

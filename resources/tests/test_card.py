@@ -203,7 +203,11 @@ def test_it_makes_an_address_the_primary_one(login, alice, shop, news, anna):
 def test_it_deletes_a_subscription_and_the_ledger_keeps_a_record(login, alice, shop, news, anna):
     s = sub(anna, news, confirmed=True)
     pk = s.pk
-    response = login(alice).post(change_url(shop, anna, s), {"action": "delete"})
+    client = login(alice)
+    response = client.post(change_url(shop, anna, s), {"action": "delete"})
+    assert "Forget this address" in toasts(response)[-1]  # not confirmed: nothing deleted
+    assert Subscription.objects.filter(pk=pk).exists()
+    response = client.post(change_url(shop, anna, s), {"action": "delete", "confirm": "yes"})
     assert response.status_code == 302 and "Deleted" in toasts(response)[-1]
     assert not Subscription.objects.filter(pk=pk).exists()
     assert ConsentRecord.objects.filter(profile=anna, action="deleted", old_status="subscribed").exists()
@@ -218,7 +222,7 @@ def test_an_unknown_action_changes_nothing(login, alice, shop, news, anna):
 
 def test_another_profiles_subscription_is_404(login, alice, shop, news, anna, ben):
     bens = sub(ben, news, confirmed=True)
-    response = login(alice).post(change_url(shop, anna, bens), {"action": "delete"})
+    response = login(alice).post(change_url(shop, anna, bens), {"action": "delete", "confirm": "yes"})
     assert response.status_code == 404
     assert Subscription.objects.filter(pk=bens.pk).exists()
 
@@ -230,7 +234,7 @@ def test_another_account_gets_404_everywhere(login, charlie, shop, news, anna):
     assert client.get(add_url(shop, anna)).status_code == 404
     assert client.post(add_url(shop, anna), {"resource": news.pk, "channel": "email", "address": "x@example.com",
                                              "status": "subscribed"}).status_code == 404
-    assert client.post(change_url(shop, anna, s), {"action": "delete"}).status_code == 404
+    assert client.post(change_url(shop, anna, s), {"action": "delete", "confirm": "yes"}).status_code == 404
     assert client.get(export_url(shop, anna)).status_code == 404
     assert Subscription.objects.filter(pk=s.pk).exists()
 
@@ -238,7 +242,7 @@ def test_another_account_gets_404_everywhere(login, charlie, shop, news, anna):
 def test_another_accounts_subscription_id_is_404_through_our_own_profile(login, alice, shop, anna, other_db, globex_news):
     theirs = profile_create(database=other_db, values={"email": "zed@globex.example.com"}, actor=SYSTEM)
     s = sub(theirs, globex_news, confirmed=True)
-    assert login(alice).post(change_url(shop, anna, s), {"action": "delete"}).status_code == 404
+    assert login(alice).post(change_url(shop, anna, s), {"action": "delete", "confirm": "yes"}).status_code == 404
     assert Subscription.objects.filter(pk=s.pk).exists()
 
 

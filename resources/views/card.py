@@ -218,6 +218,9 @@ def subscription_change(request: HttpRequest, db: str, pk: int, sub: int) -> Htt
             subscription_make_primary(subscription=subscription)
             text = f"{subscription.short_address()} is now the primary {subscription.get_channel_display()} address."
         elif action == "delete":
+            if request.POST.get("confirm") != "yes":
+                messages.error(request, "Tick “Forget this address” to delete it; to stop messages, unsubscribe instead.")
+                return back
             subscription_delete(subscription=subscription, actor=actor, via=via)
             text = f"Deleted {name}. The ledger keeps a record of it."
         else:
