@@ -18,4 +18,7 @@ urlpatterns = [
     path("prefs/<str:token>/", public.preferences, name="preferences"),
     path("confirm/<str:token>/", public.confirm, name="confirm"),
     path("subscribe/<str:key>/", public.subscribe, name="subscribe"),
+    # Integrations POST here from other sites and scripts; without the slash too, since a redirect
+    # to add it would lose the POST body.
+    path("subscribe/<str:key>", public.subscribe, name="subscribe_without_slash"),
 ]

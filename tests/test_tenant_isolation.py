@@ -129,6 +129,7 @@ NOT_TENANT_OBJECTS: dict[str, str] = {
     "public:preferences": "public page; the signed token is the credential; posted subscription ids are checked against its profile and resource",
     "public:confirm": "public page; the signed (expiring) token in the URL is the credential",
     "public:subscribe": "public endpoint; the resource's public key is the credential",
+    "public:subscribe_without_slash": "the same endpoint without the trailing slash",
 }
 NOT_TENANT_NAMESPACES = {"admin": "Django admin, for superusers only (is_staff), not for tenants"}
 

@@ -344,6 +344,13 @@ def test_it_subscribes_from_json_with_cors(news):
     assert "POST" in preflight["Access-Control-Allow-Methods"]
 
 
+def test_it_takes_a_post_without_the_trailing_slash(news):
+    url = _subscribe_url(news).rstrip("/")
+    response = Client().post(url, json.dumps({"email": "noslash@example.com"}), content_type="application/json")
+    assert response.status_code == 200 and response.json()["status"] == "unconfirmed"
+    assert Subscription.objects.filter(address="noslash@example.com").exists()
+
+
 def test_it_answers_json_field_errors(news):
     response = Client().post(_subscribe_url(news), json.dumps({"email": "not an address"}), content_type="application/json")
     assert response.status_code == 400
