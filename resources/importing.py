@@ -65,58 +65,55 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
     ids, rid = ids_table, int(resource.pk)
     counts: dict[str, int] = {}
     pg = connection.vendor == "postgresql"
+    olds = _CHANGES_FROM[status]
+    marks = ", ".join(["%s"] * len(olds)) or "NULL"
+    cls = f"{ids}_cls"
     with connection.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {ids} i JOIN profiles_profile p ON p.id = i.id WHERE p.{col} IS NULL")  # noqa: S608
-        counts["no_address"] = cur.fetchone()[0]
+        # One pass classifies every named profile: its address, the subscription already at that
+        # address on this resource and channel (whoever holds it), and the profile's highest
+        # priority there. Everything below reads this table, never the table it writes: an INSERT
+        # that read the table it fills would scan the rows it is adding and go quadratic.
+        cur.execute(f"DROP TABLE IF EXISTS {cls}")
         cur.execute(
-            f"SELECT count(*) FROM {ids} i JOIN profiles_profile p ON p.id = i.id JOIN resources_subscription s "  # noqa: S608
-            f"ON s.resource_id = %s AND s.channel = %s AND s.address = p.{col} WHERE s.profile_id <> p.id",
-            [rid, channel],
+            f"CREATE TEMP TABLE {cls} AS SELECT p.id AS profile_id, p.{col} AS address, s.id AS sub_id, "  # noqa: S608
+            f"s.profile_id AS owner, s.status AS status, COALESCE(m.top, 0) + 1 AS priority "
+            f"FROM {ids} i JOIN profiles_profile p ON p.id = i.id "
+            f"LEFT JOIN resources_subscription s ON s.resource_id = %s AND s.channel = %s AND s.address = p.{col} "
+            f"LEFT JOIN (SELECT x.profile_id, max(x.priority) AS top FROM resources_subscription x JOIN {ids} j "
+            f"ON j.id = x.profile_id WHERE x.resource_id = %s AND x.channel = %s GROUP BY x.profile_id) m ON m.profile_id = p.id",
+            [rid, channel, rid, channel],
         )
-        counts["taken"] = cur.fetchone()[0]
-        # Existing subscriptions at the profile's own address whose status the import may change.
-        olds = _CHANGES_FROM[status]
-        counts["changed"] = 0
-        if olds:
-            marks = ", ".join(["%s"] * len(olds))
-            own = (f"FROM {ids} i JOIN profiles_profile p ON p.id = i.id JOIN resources_subscription s ON s.resource_id = %s "
-                   f"AND s.channel = %s AND s.address = p.{col} AND s.profile_id = p.id WHERE s.status IN ({marks})")
+        cur.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN address IS NULL THEN 1 ELSE 0 END), 0), "  # noqa: S608
+            f"COALESCE(SUM(CASE WHEN sub_id IS NOT NULL AND owner <> profile_id THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN owner = profile_id THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN owner = profile_id AND status IN ({marks}) THEN 1 ELSE 0 END), 0) FROM {cls}",
+            list(olds),
+        )
+        no_address, taken, own, changing = cur.fetchone()
+        counts.update(no_address=no_address, taken=taken, changed=0, kept=own - changing)
+        if changing:
+            # Existing subscriptions at the profile's own address whose status the import may change.
+            mine = f"SELECT sub_id FROM {cls} WHERE owner = profile_id AND status IN ({marks})"  # noqa: S608
             cur.execute(
-                f"INSERT INTO resources_consentrecord ({_LEDGER_COLUMNS}) SELECT s.account_id, s.resource_id, s.id, s.profile_id, "
-                f"s.channel, s.address, 'status', s.status, %s, %s, %s, %s, 'import', '', %s {own}",
-                [status, actor_type, actor_label[:200], src, ts, rid, channel, *olds],
+                f"INSERT INTO resources_consentrecord ({_LEDGER_COLUMNS}) SELECT s.account_id, s.resource_id, s.id, s.profile_id, "  # noqa: S608
+                f"s.channel, s.address, 'status', s.status, %s, %s, %s, %s, 'import', '', %s FROM resources_subscription s "
+                f"WHERE s.id IN ({mine})",
+                [status, actor_type, actor_label[:200], src, ts, *olds],
             )
             cur.execute(
                 f"UPDATE resources_subscription SET status = %s, reason = 'import', suspended_until = NULL, changed_at = %s, "  # noqa: S608
                 f"updated_at = %s, confirmed_at = CASE WHEN %s = 'subscribed' AND status = 'unconfirmed' THEN %s ELSE confirmed_at END "
-                f"WHERE id IN (SELECT s.id {own})",
-                [status, ts, ts, status, ts, rid, channel, *olds],
+                f"WHERE id IN ({mine})",
+                [status, ts, ts, status, ts, *olds],
             )
             counts["changed"] = cur.rowcount
-        cur.execute(
-            f"SELECT count(*) FROM {ids} i JOIN profiles_profile p ON p.id = i.id JOIN resources_subscription s "  # noqa: S608
-            f"ON s.resource_id = %s AND s.channel = %s AND s.address = p.{col} AND s.profile_id = p.id",
-            [rid, channel],
-        )
-        counts["kept"] = cur.fetchone()[0] - counts["changed"]
-        # The new rows are worked out first, into a temp table, and inserted after: reading the
-        # table an INSERT fills (for the next priority, for "not there yet") would scan the rows this
-        # very statement is adding, which turns a big import quadratic.
-        new = f"{ids}_subs"
-        cur.execute(f"DROP TABLE IF EXISTS {new}")
-        cur.execute(
-            f"CREATE TEMP TABLE {new} AS SELECT p.id AS profile_id, p.{col} AS address, COALESCE(m.top, 0) + 1 AS priority "  # noqa: S608
-            f"FROM {ids} i JOIN profiles_profile p ON p.id = i.id LEFT JOIN (SELECT x.profile_id, max(x.priority) AS top "
-            f"FROM resources_subscription x JOIN {ids} j ON j.id = x.profile_id WHERE x.resource_id = %s AND x.channel = %s "
-            f"GROUP BY x.profile_id) m ON m.profile_id = p.id WHERE p.{col} IS NOT NULL AND NOT EXISTS "
-            f"(SELECT 1 FROM resources_subscription s WHERE s.resource_id = %s AND s.channel = %s AND s.address = p.{col})",
-            [rid, channel, rid, channel],
-        )
         confirmed = "%s" if status == Status.SUBSCRIBED and resource.needs_confirmation(channel) else "NULL"
         insert = (
             "INSERT INTO resources_subscription (account_id, resource_id, profile_id, channel, address, status, reason, "  # noqa: S608
             "suspended_until, opted_out, priority, meta, source, confirmed_at, created_at, changed_at, updated_at) "
-            f"SELECT %s, %s, profile_id, %s, address, %s, '', NULL, '[]', priority, '{{}}', %s, {confirmed}, %s, %s, %s FROM {new}"
+            f"SELECT %s, %s, profile_id, %s, address, %s, '', NULL, '[]', priority, '{{}}', %s, {confirmed}, %s, %s, %s "
+            f"FROM {cls} WHERE address IS NOT NULL AND sub_id IS NULL"
         )
         params = [resource.account_id, rid, channel, status, src, *([ts] if confirmed != "NULL" else []), ts, ts, ts]
         ledger = (f"INSERT INTO resources_consentrecord ({_LEDGER_COLUMNS}) SELECT account_id, resource_id, id, profile_id, "
@@ -133,5 +130,5 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
                 cur.execute(f"{ledger} FROM resources_subscription WHERE id IN ({', '.join(['%s'] * len(chunk))})",
                             [actor_type, actor_label[:200], src, ts, *chunk])
             counts["created"] = len(new_ids)
-        cur.execute(f"DROP TABLE {new}")
+        cur.execute(f"DROP TABLE {cls}")
     result.extra["subscribe"] = {"resource": resource.name, "channel": channel, "status": status, **counts}

@@ -117,8 +117,10 @@ class Subscription(models.Model):
     Channel = Channel
 
     # The composite indexes below cover lookups by resource and by profile; an account-wide scan is
-    # rare (deleting an account) and not worth an index every insert pays for.
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # rare (deleting an account) and not worth an index every insert pays for. The account is the
+    # resource's (services set both), so its foreign key is not checked again by the database on
+    # every insert; the resource and profile keys are.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="subscriptions", db_index=False)
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="subscriptions", db_index=False)
     channel = models.CharField(max_length=16, choices=Channel.choices)
@@ -179,12 +181,17 @@ class ConsentRecord(models.Model):
         MOVED = "moved", "Moved by a merge"
         DELETED = "deleted", "Deleted"
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
-    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
+    # The ledger is append-only and written in bulk (an import adds a row per subscription): its
+    # references are kept by Django (CASCADE / SET_NULL when a resource, subscription or profile is
+    # deleted through the ORM, which is the only way they are) rather than checked by the database
+    # row by row at commit, which cost an import a second per 400k rows per key.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     # Both set to NULL when the subscription or profile goes (the record stays, anonymised).
     subscription = models.ForeignKey(Subscription, null=True, blank=True, on_delete=models.SET_NULL, related_name="ledger",
-                                     db_index=False)
-    profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False)
+                                     db_index=False, db_constraint=False)
+    profile = models.ForeignKey(Profile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
+                                db_constraint=False)
     channel = models.CharField(max_length=16, choices=Channel.choices)
     address = models.CharField(max_length=2048, blank=True)
     action = models.CharField(max_length=16, choices=Action.choices)

@@ -320,3 +320,16 @@ def test_a_resource_never_takes_a_slug_its_pages_use(acme, shop):
     assert resource_create(account=acme, database=shop, actor=SYSTEM, values={"name": "New"}).slug == "new-resource"
     with pytest.raises(ResourceValidationError, match="reserved"):
         resource_create(account=acme, database=shop, actor=SYSTEM, values={"name": "X", "slug": "new"})
+
+
+def test_an_import_leaves_an_address_another_profile_holds_and_counts_rows_without_one(shop, news, anna, ben):
+    sub(ben, news, address=anna.email, confirmed=True)  # ben subscribed anna's address here
+    result = run_import(shop, "email,phone\nanna@shop.example.com,\nben@shop.example.com,\n",
+                        subscribe={"resource": news.pk, "channel": "sms", "status": "subscribed"})
+    assert result.extra["subscribe"]["no_address"] == 1  # ben has no phone
+    assert result.extra["subscribe"]["created"] == 1  # anna's phone
+    result = run_import(shop, "email\nanna@shop.example.com\n",
+                        subscribe={"resource": news.pk, "channel": "email", "status": "unsubscribed"})
+    assert (result.extra["subscribe"]["taken"], result.extra["subscribe"]["created"]) == (1, 0)
+    assert Subscription.objects.get(address=anna.email).profile_id == ben.pk
+    assert Subscription.objects.get(address=anna.email).status == Status.SUBSCRIBED
