@@ -32,5 +32,7 @@ app.conf.beat_schedule = {
     "jobs-sweep": {"task": "accounts.tasks.jobs_sweep_task", "schedule": timedelta(minutes=1)},
     "housekeeping": {"task": "accounts.tasks.housekeeping_task", "schedule": timedelta(minutes=15)},
     "subscriptions-resume": {"task": "resources.tasks.subscriptions_resume_task", "schedule": timedelta(minutes=5)},
+    "subscription-counts-compact": {"task": "resources.tasks.subscription_counts_compact_task", "schedule": timedelta(minutes=10)},
+    "subscription-counts-rebuild": {"task": "resources.tasks.subscription_counts_rebuild_bulk_task", "schedule": timedelta(hours=24)},
 }
 app.autodiscover_tasks()

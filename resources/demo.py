@@ -15,7 +15,7 @@ from accounts.models import Account, User
 from profiles.demo import DEMO_DB_SLUG
 from profiles.models import Profile, ProfileDatabase
 from resources.models import ConsentRecord, Resource, Status, Subscription, Suppression
-from resources.services import resource_create, suppression_add
+from resources.services import resource_create, subscription_counts_rebuild, suppression_add
 
 DEMO_RESOURCE = "shop-news"
 
@@ -62,6 +62,7 @@ def demo_resources(account: Account, owner: User) -> str:
                       actor_label="System", source="demo", created_at=s.created_at)
         for s in subs
     ], batch_size=1000)
+    subscription_counts_rebuild(resource=resource)
     for kind, value, reason in [("domain", "mailinator.com", "role"), ("email", "abuse@example.com", "role"),
                                 ("email", "noreply@example.org", "role")]:
         suppression_add(account=account, kind=kind, value=value, reason=reason, actor=actor, source="demo")

@@ -14,6 +14,7 @@ here: the import skips them by their salted match-key hash.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.db import connection
@@ -22,6 +23,7 @@ from django.utils import timezone
 from profiles.importing.report import Result
 from profiles.models import ProfileDatabase
 from resources.models import Channel, Resource, Status
+from resources.services import write_count_deltas
 
 IMPORT_CHANNELS = {Channel.EMAIL: "email", Channel.SMS: "phone"}
 IMPORT_STATUSES = (Status.SUBSCRIBED, Status.UNCONFIRMED, Status.UNSUBSCRIBED)
@@ -74,6 +76,13 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
         # priority there. Everything below reads this table, never the table it writes: an INSERT
         # that read the table it fills would scan the rows it is adding and go quadratic.
         cur.execute(f"DROP TABLE IF EXISTS {cls}")
+        if pg:
+            # Hold every named profile and the resource (see Subscription: the database does not
+            # check these references row by row), so an erasure running meanwhile waits for this
+            # import and then removes what it added.
+            cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM profiles_profile p WHERE p.id IN (SELECT id FROM {ids}) "  # noqa: S608
+                        f"FOR KEY SHARE OF p) held")
+            cur.execute("SELECT id FROM resources_resource WHERE id = %s FOR KEY SHARE", [rid])
         cur.execute(
             f"CREATE TEMP TABLE {cls} AS SELECT p.id AS profile_id, p.{col} AS address, s.id AS sub_id, "  # noqa: S608
             f"s.profile_id AS owner, s.status AS status, COALESCE(m.top, 0) + 1 AS priority "
@@ -92,9 +101,15 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
         )
         no_address, taken, own, changing = cur.fetchone()
         counts.update(no_address=no_address, taken=taken, changed=0, kept=own - changing)
+        deltas: Counter[tuple[int, int, str, str]] = Counter()
         if changing:
             # Existing subscriptions at the profile's own address whose status the import may change.
             mine = f"SELECT sub_id FROM {cls} WHERE owner = profile_id AND status IN ({marks})"  # noqa: S608
+            cur.execute(f"SELECT status, count(*) FROM {cls} WHERE owner = profile_id AND status IN ({marks}) GROUP BY status",  # noqa: S608
+                        list(olds))
+            for old, n in cur.fetchall():
+                deltas[(resource.account_id, rid, channel, old)] -= n
+                deltas[(resource.account_id, rid, channel, status)] += n
             cur.execute(
                 f"INSERT INTO resources_consentrecord ({_LEDGER_COLUMNS}) SELECT s.account_id, s.resource_id, s.id, s.profile_id, "  # noqa: S608
                 f"s.channel, s.address, 'status', s.status, %s, %s, %s, %s, 'import', '', %s FROM resources_subscription s "
@@ -131,4 +146,6 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
                             [actor_type, actor_label[:200], src, ts, *chunk])
             counts["created"] = len(new_ids)
         cur.execute(f"DROP TABLE {cls}")
+    deltas[(resource.account_id, rid, channel, status)] += counts["created"]
+    write_count_deltas(deltas)
     result.extra["subscribe"] = {"resource": resource.name, "channel": channel, "status": status, **counts}

@@ -9,13 +9,14 @@ per field name).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Max, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -31,6 +32,7 @@ from resources.models import (
     Resource,
     Status,
     Subscription,
+    SubscriptionCount,
     Suppression,
 )
 
@@ -117,11 +119,83 @@ def _record(sub: Subscription, *, actor: Actor, via: Via, action: str, old_statu
 
 
 def _write_ledger(records: list[ConsentRecord]) -> None:
+    """Append ledger rows and the counter deltas they imply, in the caller's transaction."""
     if not records:
         return
     ConsentRecord.objects.bulk_create(records)
+    deltas: Counter[tuple[int, int, str, str]] = Counter()
+    for r in records:
+        if r.action in (ConsentRecord.Action.CREATED, ConsentRecord.Action.STATUS) and r.new_status:
+            deltas[(r.account_id, r.resource_id, r.channel, r.new_status)] += 1
+        if r.action in (ConsentRecord.Action.STATUS, ConsentRecord.Action.DELETED) and r.old_status:
+            deltas[(r.account_id, r.resource_id, r.channel, r.old_status)] -= 1
+    write_count_deltas(deltas)
     if CONSENT_HANDLERS:
         transaction.on_commit(lambda: [h(records) for h in CONSENT_HANDLERS])
+
+
+# --- counters ------------------------------------------------------------------------------------
+
+
+def write_count_deltas(deltas: dict[tuple[int, int, str, str], int]) -> None:
+    """deltas: {(account id, resource id, channel, status): change}; zeros are left out."""
+    rows = [SubscriptionCount(account_id=a, resource_id=r, channel=c, status=st, delta=d)
+            for (a, r, c, st), d in deltas.items() if d]
+    if rows:
+        SubscriptionCount.objects.bulk_create(rows)
+
+
+def subscription_counts_compact(*, resource_id: int | None = None, min_rows: int = 50) -> int:
+    """Fold each resource's counter deltas into one row per channel and status (the scheduler runs
+    this). Only resources with at least `min_rows` rows, unless one is named. Returns the rows removed.
+
+    One statement per resource on PostgreSQL (the DELETE and the sums see one snapshot, so a delta
+    committed meanwhile is either folded or left as it is, never lost); SQLite runs one writer."""
+    qs = SubscriptionCount.objects.order_by()
+    if resource_id is not None:
+        targets = [resource_id]
+    else:
+        targets = list(qs.values_list("resource_id").annotate(n=Count("*")).filter(n__gte=min_rows).values_list("resource_id", flat=True))
+    removed = 0
+    table = SubscriptionCount._meta.db_table
+    for rid in targets:
+        with transaction.atomic(), connection.cursor() as cur:
+            if connection.vendor == "postgresql":
+                cur.execute(
+                    f"WITH d AS (DELETE FROM {table} WHERE resource_id = %s RETURNING account_id, resource_id, channel, status, delta), "  # noqa: S608
+                    f"i AS (INSERT INTO {table} (account_id, resource_id, channel, status, delta) SELECT account_id, resource_id, "
+                    f"channel, status, sum(delta) FROM d GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0 RETURNING 1) "
+                    f"SELECT (SELECT count(*) FROM d) - (SELECT count(*) FROM i)",
+                    [rid],
+                )
+                removed += cur.fetchone()[0]
+            else:
+                sums = list(SubscriptionCount.objects.filter(resource_id=rid).values("account_id", "channel", "status")
+                            .annotate(total=Sum("delta")).order_by())
+                before, _ = SubscriptionCount.objects.filter(resource_id=rid).delete()
+                write_count_deltas({(x["account_id"], rid, x["channel"], x["status"]): x["total"] for x in sums})
+                removed += before - sum(1 for x in sums if x["total"])
+    return removed
+
+
+def subscription_counts_rebuild(*, resource: Resource) -> None:
+    """Recount a resource's subscriptions from the table itself and replace its counters (after a
+    bulk load that wrote no deltas, or as the daily check). Concurrent changes stay counted: on
+    PostgreSQL the DELETE and the recount share one snapshot, so a change committed after it keeps
+    its own delta row."""
+    table = SubscriptionCount._meta.db_table
+    with transaction.atomic(), connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute(
+                f"WITH d AS (DELETE FROM {table} WHERE resource_id = %s) INSERT INTO {table} "  # noqa: S608
+                f"(account_id, resource_id, channel, status, delta) SELECT %s, resource_id, channel, status, count(*) "
+                f"FROM resources_subscription WHERE resource_id = %s GROUP BY resource_id, channel, status",
+                [resource.pk, resource.account_id, resource.pk],
+            )
+        else:
+            SubscriptionCount.objects.filter(resource=resource).delete()
+            rows = Subscription.objects.filter(resource=resource).order_by().values_list("channel", "status").annotate(n=Count("*"))
+            write_count_deltas({(resource.account_id, resource.pk, c, st): n for c, st, n in rows})
 
 
 # --- resources -----------------------------------------------------------------------------------
@@ -332,6 +406,20 @@ def _clean_opted_out(resource: Resource, opted_out: Iterable[str] | None) -> lis
     return [k for k in resource.category_keys if k in keys]
 
 
+def hold_parents(*, profile_id: int, resource_id: int) -> None:
+    """Hold the profile and resource a subscription is about to reference (FOR KEY SHARE on
+    PostgreSQL; SQLite has one writer) until the transaction ends, so an erasure or deletion waits
+    and then removes what this transaction added. Raises ResourceError if either is gone."""
+    lock = " FOR KEY SHARE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT id FROM profiles_profile WHERE id = %s{lock}", [profile_id])  # noqa: S608
+        if cur.fetchone() is None:
+            raise ResourceError("This profile no longer exists.")
+        cur.execute(f"SELECT id FROM resources_resource WHERE id = %s{lock}", [resource_id])  # noqa: S608
+        if cur.fetchone() is None:
+            raise ResourceError("This resource no longer exists.")
+
+
 def _confirm_after_commit(sub: Subscription) -> None:
     if CONFIRMATION_HANDLERS:
         transaction.on_commit(lambda: [h(sub) for h in CONFIRMATION_HANDLERS])
@@ -357,6 +445,7 @@ def subscription_create(
     if status not in (Status.SUBSCRIBED, Status.UNCONFIRMED, Status.UNSUBSCRIBED):
         raise ResourceValidationError({"status": "a new subscription is subscribed, unconfirmed or unsubscribed"})
     opted = _clean_opted_out(resource, opted_out)
+    hold_parents(profile_id=profile.pk, resource_id=resource.pk)
     existing = Subscription.objects.select_for_update().filter(resource=resource, channel=channel, address=clean).first()
     if existing is not None:
         if existing.profile_id == profile.pk:
@@ -610,7 +699,10 @@ def subscriptions_erase(profile: Profile) -> None:
     """Erasure: delete the subscriptions; the ledger keeps what happened, without who (no address,
     IP, user agent or profile)."""
     ConsentRecord.objects.filter(profile=profile).update(profile=None, subscription=None, address="", ip=None, user_agent="")
-    Subscription.objects.filter(profile=profile).delete()
+    subs = Subscription.objects.filter(profile=profile).order_by()
+    write_count_deltas({(a, r, c, st): -n for a, r, c, st, n in subs.values_list("account_id", "resource_id", "channel", "status")
+                        .annotate(n=Count("*")).values_list("account_id", "resource_id", "channel", "status", "n")})
+    subs.delete()
 
 
 # --- suppressions --------------------------------------------------------------------------------

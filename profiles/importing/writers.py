@@ -260,8 +260,9 @@ class PostgresWriter(Writer):
         """The ids of the profiles the file named, for IMPORT_HOOKS (see profiles.importing.hooks)."""
         ids = f"imp_ids_{self.suffix}"
         only_new = f"WHERE NOT EXISTS (SELECT 1 FROM {self.mt} m WHERE m.row_no = s.row_no)" if self.plan.options.mode == "insert" else ""  # noqa: S608
-        cur.execute(f"CREATE TEMP TABLE {ids} (id bigint PRIMARY KEY) ON COMMIT DROP")
-        cur.execute(f"INSERT INTO {ids} SELECT DISTINCT p.id FROM {self.stg} s JOIN profiles_profile p ON {self._key_match()} {only_new}")  # noqa: S608
+        # No key and no DISTINCT: the staged keys are unique by now, so are the ids they match.
+        cur.execute(f"CREATE TEMP TABLE {ids} (id bigint NOT NULL) ON COMMIT DROP")
+        cur.execute(f"INSERT INTO {ids} SELECT p.id FROM {self.stg} s JOIN profiles_profile p ON {self._key_match()} {only_new}")  # noqa: S608
         cur.execute(f"ANALYZE {ids}")
         run_hooks(database=self.plan.database, extra=self.plan.options.extra, ids_table=ids, result=result, source=source,
                   actor_label=actor_label)

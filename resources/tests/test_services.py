@@ -333,3 +333,67 @@ def test_an_import_leaves_an_address_another_profile_holds_and_counts_rows_witho
     assert (result.extra["subscribe"]["taken"], result.extra["subscribe"]["created"]) == (1, 0)
     assert Subscription.objects.get(address=anna.email).profile_id == ben.pk
     assert Subscription.objects.get(address=anna.email).status == Status.SUBSCRIBED
+
+
+# --- the counters --------------------------------------------------------------------------------
+
+
+def true_counts(resource):
+    """What resource_counts must say: a plain recount of the subscriptions."""
+    out = {c: dict.fromkeys(Status.values, 0) | {"total": 0} for c in resource.channels}
+    for s in Subscription.objects.filter(resource=resource):
+        out[s.channel][s.status] += 1
+        out[s.channel]["total"] += 1
+    return out
+
+
+def test_the_counters_follow_every_kind_of_change(acme, shop, news, anna, ben):
+    from resources.models import SubscriptionCount
+    from resources.services import subscription_counts_compact, subscription_delete
+
+    a_mail = sub(anna, news)  # unconfirmed (double opt-in)
+    a_sms = sub(anna, news, "sms")
+    b_mail = sub(ben, news, confirmed=True)
+    push = sub(anna, news, "mobilepush", address="p" * 40)
+    assert resource_counts(news) == true_counts(news)
+    subscription_confirm(subscription=a_mail, actor=SUBSCRIBER, via=Via("confirmation"))
+    subscription_pause(subscription=a_sms, days=30, actor=SUBSCRIBER, via=Via("preferences"))
+    subscription_pause(subscription=a_sms, days=60, actor=SUBSCRIBER, via=Via("preferences"))  # extended: no change in counts
+    subscription_set_status(subscription=b_mail, status=Status.BOUNCED, actor=SYSTEM, via=Via("bounce"))
+    sub(ben, news, "mobilepush", address="p" * 40)  # the device moves to ben: counts unchanged
+    assert resource_counts(news) == true_counts(news)
+    subscriptions_resume_due(now=timezone.now() + timedelta(days=61))
+    subscription_delete(subscription=push, actor=SYSTEM, via=UI)
+    assert resource_counts(news) == true_counts(news)
+    run_import(shop, "email\nanna@shop.example.com\nnew@shop.example.com\n",
+               subscribe={"resource": news.pk, "channel": "email", "status": "unsubscribed"})
+    assert resource_counts(news)["email"]["unsubscribed"] == 2
+    assert resource_counts(news) == true_counts(news)
+    profile_merge(target=anna, source=ben, actor=SYSTEM)
+    assert resource_counts(news) == true_counts(news)
+    profile_erase(profile=anna, actor=SYSTEM)
+    assert resource_counts(news) == true_counts(news)
+    rows = SubscriptionCount.objects.filter(resource=news).count()
+    assert subscription_counts_compact(resource_id=news.pk) > 0
+    assert SubscriptionCount.objects.filter(resource=news).count() < rows
+    assert resource_counts(news) == true_counts(news)
+
+
+def test_a_rebuild_recounts_what_a_bulk_load_did_not_count(news, anna):
+    from resources.services import subscription_counts_rebuild
+
+    Subscription.objects.bulk_create([Subscription(account_id=news.account_id, resource=news, profile=anna, channel="email",
+                                                   address=f"bulk{i}@example.com") for i in range(5)])
+    assert resource_counts(news)["email"]["total"] == 0
+    subscription_counts_rebuild(resource=news)
+    assert resource_counts(news) == true_counts(news)
+    assert resource_counts(news)["email"]["subscribed"] == 5
+
+
+def test_a_subscription_is_never_added_to_a_profile_that_is_gone(shop, news, anna):
+    from profiles.models import Profile
+
+    Profile.objects.filter(pk=anna.pk).delete()
+    with pytest.raises(ResourceError, match="no longer exists"):
+        sub(anna, news, "sms")
+    assert not Subscription.objects.exists()
