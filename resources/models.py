@@ -120,9 +120,9 @@ class Subscription(models.Model):
     # rare (deleting an account) and not worth an index every insert pays for.
     # The references are not checked by the database row by row (deferred foreign-key checks cost
     # an import of a million subscriptions ~8 s at commit). Instead the writers hold the profile and
-    # resource rows (FOR KEY SHARE: `services.hold_parents`, and the import hook for its whole set),
-    # so an erasure or deletion waits for them and cannot leave a subscription behind; deletes go
-    # through the ORM, which cascades.
+    # resource rows (FOR KEY SHARE: `services.hold_parents`; an import holds its database's write
+    # lock, which erasure and merge take too), so an erasure or deletion waits for them and cannot
+    # leave a subscription behind; deletes go through the ORM, which cascades.
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="subscriptions", db_index=False,
                                  db_constraint=False)
@@ -153,7 +153,9 @@ class Subscription(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["profile", "resource", "channel"], name="subscription_profile_idx"),
+            # A profile's subscriptions (the card, merge, erasure): a handful of rows, so the profile
+            # alone is key enough, and a narrow index costs a big import less.
+            models.Index(fields=["profile"], name="subscription_profile_idx"),
             models.Index(fields=["suspended_until"], condition=Q(suspended_until__isnull=False), name="subscription_resume_idx"),
         ]
 

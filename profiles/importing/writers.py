@@ -23,7 +23,7 @@ from profiles.models import (
     Profile,
     ProfileChange,
 )
-from profiles.services import apply_values, erased_hash
+from profiles.services import apply_values, erased_hash, lock_database_writes
 
 # --- writers -------------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class PostgresWriter(Writer):
         clock = _Clock(result.phases)
         with transaction.atomic(), connection.cursor() as cur:
             # Imports into one database take turns; other writers race only on single rows.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"profiles.import:{db.pk}"])
+            lock_database_writes(db.pk)
             cur.execute("SET LOCAL work_mem = '64MB'")
             cur.execute(f"CREATE TEMP TABLE {err} (row_no bigint, name text, value text, reason text, dup boolean) ON COMMIT DROP")
             # 1. The same key twice: the last row of the file wins.

@@ -35,6 +35,7 @@ from profiles.services.profiles import (  # noqa: F401
     clean_values,
     erased_hash,
     is_erased,
+    lock_database_writes,
     profile_create,
     profile_erase,
     profile_find,

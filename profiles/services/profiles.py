@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.access import Actor
@@ -38,6 +38,16 @@ ERASURE_HANDLERS: list[Callable[[Profile], None]] = []
 
 
 # --- profiles ------------------------------------------------------------------------------------
+
+
+def lock_database_writes(database_id: int) -> None:
+    """Take the database's bulk-write lock for the rest of the transaction (PostgreSQL; SQLite has
+    one writer anyway). Imports hold it while they write; erasure and merge take it too, so they
+    wait for a running import instead of racing it (an import that had read a profile could
+    otherwise write to it, or re-create an erased person, after the erasure committed)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"profiles.import:{database_id}"])
 
 
 @dataclass
@@ -298,6 +308,7 @@ def profile_merge(*, target: Profile, source: Profile, actor: Actor) -> Profile:
         raise ProfileError("A profile cannot be merged into itself.")
     if target.database_id != source.database_id:
         raise ProfileError("Only profiles of the same database can be merged.")
+    lock_database_writes(target.database_id)
     target, source = (
         Profile.objects.select_for_update().get(pk=target.pk),
         Profile.objects.select_for_update().get(pk=source.pk),
@@ -341,6 +352,7 @@ def profile_erase(*, profile: Profile, actor: Actor) -> None:
     keep of it, keeping only salted hashes of its match keys so imports can skip them later.
     Audit entries that named the profile lose the name."""
     database = profile.database
+    lock_database_writes(database.pk)
     profile = Profile.objects.select_for_update().get(pk=profile.pk)
     hashes = set()
     for key in set(database.match_keys) | {"email", "phone"}:
