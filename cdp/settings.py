@@ -9,6 +9,7 @@ EMAIL_URL from the environment. `manage.py check --deploy` passes with no warnin
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -194,6 +195,13 @@ NINJA_PAGINATION_MAX_LIMIT = 1000
 
 # --- Profile imports -------------------------------------------------------------------------
 PROFILE_IMPORT_MAX_BYTES = env.int("PROFILE_IMPORT_MAX_BYTES", default=2 * 1024**3)
+
+# --- Subscribers' public pages ----------------------------------------------------------------
+# Sign-ups through a resource's public subscribe endpoint, per minute: per client IP, per resource.
+PUBLIC_SUBSCRIBE_RATE_IP = env.int("PUBLIC_SUBSCRIBE_RATE_IP", default=10)
+PUBLIC_SUBSCRIBE_RATE_RESOURCE = env.int("PUBLIC_SUBSCRIBE_RATE_RESOURCE", default=600)
+# How long a double opt-in confirmation link works.
+SUBSCRIPTION_CONFIRM_MAX_AGE = timedelta(days=env.int("SUBSCRIPTION_CONFIRM_DAYS", default=7))
 
 # --- E-mail ----------------------------------------------------------------------------------
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))

@@ -11,7 +11,6 @@ for a while) invalidates all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -24,7 +23,6 @@ PREFERENCES = "preferences"
 CONFIRM = "confirm"
 PURPOSES = (UNSUBSCRIBE, PREFERENCES, CONFIRM)
 
-CONFIRM_MAX_AGE = timedelta(days=7)
 
 
 class TokenError(Exception):
@@ -57,8 +55,7 @@ def read_token(purpose: str, token: str) -> TokenData:
     """Raises TokenError."""
     try:
         if purpose == CONFIRM:
-            max_age = getattr(settings, "SUBSCRIPTION_CONFIRM_MAX_AGE", CONFIRM_MAX_AGE)
-            payload = signing.TimestampSigner(salt=_salt(purpose)).unsign_object(token, max_age=max_age)
+            payload = signing.TimestampSigner(salt=_salt(purpose)).unsign_object(token, max_age=settings.SUBSCRIPTION_CONFIRM_MAX_AGE)
         else:
             payload = signing.Signer(salt=_salt(purpose)).unsign_object(token)
     except signing.SignatureExpired:

@@ -397,3 +397,46 @@ def test_a_subscription_is_never_added_to_a_profile_that_is_gone(shop, news, ann
     with pytest.raises(ResourceError, match="no longer exists"):
         sub(anna, news, "sms")
     assert not Subscription.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_waits_for_a_running_import_and_then_removes_what_it_subscribed(shop, news, anna):
+    """The database does not check subscription references row by row: an import holds its
+    database's write lock, and erasure takes it too, so the two cannot interleave."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    importing, erased = threading.Event(), threading.Event()
+    interleaved = []
+
+    def run_the_import() -> None:
+        try:
+            with transaction.atomic():
+                run_import(shop, "email\nanna@shop.example.com\n",
+                           subscribe={"resource": news.pk, "channel": "email", "status": "subscribed"})
+                importing.set()
+                time.sleep(1.0)  # the import is still writing; the erasure must wait
+                interleaved.append(erased.is_set())
+        finally:
+            connection.close()
+
+    def erase() -> None:
+        try:
+            importing.wait(10)
+            profile_erase(profile=anna, actor=SYSTEM)
+            erased.set()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run_the_import), threading.Thread(target=erase)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert erased.is_set() and interleaved == [False]
+    assert not Subscription.objects.filter(address="anna@shop.example.com").exists()
+    assert not ConsentRecord.objects.filter(address="anna@shop.example.com").exists()

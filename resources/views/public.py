@@ -591,9 +591,9 @@ def subscribe(request: HttpRequest, key: str) -> HttpResponse:
         response["Access-Control-Max-Age"] = "86400"
         return _cors(response)
     if request.method == "POST":
-        wait = _rate_limited(f"ip:{client_ip(request) or '-'}", getattr(settings, "PUBLIC_SUBSCRIBE_RATE_IP", 10))
+        wait = _rate_limited(f"ip:{client_ip(request) or '-'}", settings.PUBLIC_SUBSCRIBE_RATE_IP)
         if not wait:
-            wait = _rate_limited(f"key:{key[:64]}", getattr(settings, "PUBLIC_SUBSCRIBE_RATE_RESOURCE", 600))
+            wait = _rate_limited(f"key:{key[:64]}", settings.PUBLIC_SUBSCRIBE_RATE_RESOURCE)
         if wait:
             if _wants_json(request):
                 response = _cors(JsonResponse({"error": {"message": "Too many requests: try again in a minute."}}, status=429))
