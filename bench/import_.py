@@ -18,7 +18,7 @@ Subscribing on import (issue 4): after the re-run the profiles are deleted and V
 both imports meet the same table, and the same file goes into a second new database with
 `Options.extra["subscribe"]` (resource "Shop news" of that database, e-mail, subscribed): the
 import hook creates a subscription and its consent-ledger row per profile in the import's
-transaction. A detail line gives both times and their ratio; the budget is <= 1.30.
+transaction. A detail line gives both times and their ratio; the budget is <= 1.30 at the target size, 1M rows (smaller runs say "informative").
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ BASELINE_STAGING = "bench_import_staging"
 CITIES = ("Berlin", "Paris", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Oslo", "Dublin", "Zürich", "Kraków")
 HEADER = ["email", "first_name", "last_name", "phone", "city", "loyalty_points", "vip", "signup"]
 SUBSCRIBE_BUDGET = 1.30  # import with subscribe / import without, at most
+SUBSCRIBE_BUDGET_SIZE = 1_000_000
 
 
 def _write_csv(path: Path, size: int) -> None:
@@ -192,6 +193,8 @@ def _subscribe(path: Path, account: Account, size: int, without_s: float) -> Non
     detail("subscribe counts: " + " ".join(f"{k}={v}" for k, v in counts.items() if k not in ("resource", "channel")))
     assert result.created == size and counts["created"] == size, (result, counts)  # type: ignore[attr-defined]
     ratio = with_s / without_s
-    verdict = "ok" if ratio <= SUBSCRIBE_BUDGET else "OVER"
+    # The budget is the issue's figure for the target size; on a small file the fixed costs (temp
+    # tables, ANALYZE, the counters) weigh more, so a small run only informs.
+    verdict = ("ok" if ratio <= SUBSCRIBE_BUDGET else "OVER") if size >= SUBSCRIBE_BUDGET_SIZE else "informative"
     detail(f"subscribe on import: without_s={without_s:.3f} with_s={with_s:.3f} ratio={ratio:.3f} "
-           f"{verdict} (budget <= {SUBSCRIBE_BUDGET:.2f})")
+           f"{verdict} (budget <= {SUBSCRIBE_BUDGET:.2f} at {SUBSCRIBE_BUDGET_SIZE:,} rows)")
