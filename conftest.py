@@ -6,6 +6,7 @@ bob (analyst); in the account "Globex": charlie (owner).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -139,6 +140,40 @@ def api(client):
             return client.delete(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
     return _Api
+
+
+class Caller:
+    """An API client for one token: get/post/patch/delete with JSON bodies (the `caller` fixture)."""
+
+    USER_AGENT = "crm-sync/2.1"
+
+    def __init__(self, client: Client, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}", "User-Agent": self.USER_AGENT}
+
+    def get(self, path: str, params: dict | None = None, **kw):
+        return self.client.get(path, params or {}, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def post(self, path: str, data=None, **kw):
+        return self.client.post(path, json.dumps(data), content_type="application/json",
+                                headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def patch(self, path: str, data=None, **kw):
+        return self.client.patch(path, json.dumps(data), content_type="application/json",
+                                 headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def delete(self, path: str, **kw):
+        return self.client.delete(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+
+@pytest.fixture
+def caller(client, api_token):
+    """caller(account, role=admin, name="crm sync") -> Caller with a new token of that role."""
+
+    def _make(account: Account, role: str = Role.ADMIN, name: str = "crm sync") -> Caller:
+        return Caller(client, api_token(account, role, name=name))
+
+    return _make
 
 
 # --- a real SMTP server ------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -19,38 +18,6 @@ from profiles.services import database_create, field_add, profile_upsert
 
 SYSTEM = Actor.system()
 SHOP = "/api/v1/databases/shop"
-
-
-class Caller:
-    """An API client for one token: get/post/patch/delete with JSON bodies."""
-
-    def __init__(self, client, token: str) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, params: dict | None = None, **kw):
-        return self.client.get(path, params or {}, headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-    def post(self, path: str, data=None, **kw):
-        return self.client.post(path, json.dumps(data), content_type="application/json",
-                                headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-    def patch(self, path: str, data=None, **kw):
-        return self.client.patch(path, json.dumps(data), content_type="application/json",
-                                 headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-    def delete(self, path: str, **kw):
-        return self.client.delete(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-
-@pytest.fixture
-def caller(client, api_token):
-    """caller(role=admin, account=acme) -> Caller with a token of that role."""
-
-    def _make(account, role: str = Role.ADMIN, name: str = "crm sync") -> Caller:
-        return Caller(client, api_token(account, role, name=name))
-
-    return _make
 
 
 @pytest.fixture
@@ -75,12 +42,12 @@ def shop(acme) -> ProfileDatabase:
 
 
 @pytest.fixture
-def admin(caller, acme, shop) -> Caller:
+def admin(caller, acme, shop):
     return caller(acme, Role.ADMIN)
 
 
 @pytest.fixture
-def marketer(caller, acme, shop) -> Caller:
+def marketer(caller, acme, shop):
     return caller(acme, Role.MARKETER)
 
 
@@ -91,7 +58,7 @@ def _error(response) -> dict:
     return body["error"]
 
 
-def _upsert(c: Caller, fields: dict, match: str | None = None, **kw):
+def _upsert(c, fields: dict, match: str | None = None, **kw):
     return c.post(f"{SHOP}/profiles", {"fields": fields, **({"match": match} if match else {})}, **kw)
 
 

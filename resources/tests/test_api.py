@@ -4,7 +4,6 @@ the token, from the API; another account's objects are 404; an analyst's token c
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
@@ -17,58 +16,29 @@ from profiles.services import profile_create, profile_erase
 from resources.models import ConsentRecord, Resource, Status, Subscription, Suppression
 from resources.services import Via, subscription_create, suppression_add
 
+UA = "crm-sync/2.1"  # what the `caller` fixture sends
+
 SYSTEM = Actor.system()
 UI = Via(source="ui")
-UA = "crm-sync/2.1"
-
-
-class Caller:
-    """An API client for one token: get/post/patch/delete with JSON bodies."""
-
-    def __init__(self, client, token: str) -> None:
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}", "User-Agent": UA}
-
-    def get(self, path: str, params: dict | None = None, **kw):
-        return self.client.get(path, params or {}, headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-    def post(self, path: str, data=None, **kw):
-        return self.client.post(path, json.dumps(data), content_type="application/json",
-                                headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-    def patch(self, path: str, data=None, **kw):
-        return self.client.patch(path, json.dumps(data), content_type="application/json",
-                                 headers={**self.headers, **kw.pop("headers", {})}, **kw)
-
-    def delete(self, path: str, **kw):
-        return self.client.delete(path, headers={**self.headers, **kw.pop("headers", {})}, **kw)
 
 
 @pytest.fixture
-def caller(client, api_token):
-    def _make(account, role: str = Role.ADMIN) -> Caller:
-        return Caller(client, api_token(account, role, name="crm sync"))
-
-    return _make
-
-
-@pytest.fixture
-def admin(caller, acme) -> Caller:
+def admin(caller, acme):
     return caller(acme, Role.ADMIN)
 
 
 @pytest.fixture
-def marketer(caller, acme) -> Caller:
+def marketer(caller, acme):
     return caller(acme, Role.MARKETER)
 
 
 @pytest.fixture
-def analyst(caller, acme) -> Caller:
+def analyst(caller, acme):
     return caller(acme, Role.ANALYST)
 
 
 @pytest.fixture
-def outsider(caller, globex) -> Caller:
+def outsider(caller, globex):
     """charlie's account's owner token: no permission stops it before the lookup."""
     return caller(globex, Role.OWNER)
 
