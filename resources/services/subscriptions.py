@@ -1,64 +1,36 @@
-"""Writes on resources, subscriptions and suppressions. Atomic, keyword-only, and the only way a
-subscription's status changes: every change is validated against TRANSITIONS and written to the
-consent ledger in the same transaction.
-
-Errors a person can fix are `ResourceError` (one message) or `ResourceValidationError` (a message
-per field name).
-"""
+"""Subscriptions: the only way their status changes (validated against TRANSITIONS, written to
+the consent ledger in the same transaction), double opt-in, pauses, merge and erasure."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, Max
 from django.utils import timezone
-from django.utils.text import slugify
 
 from accounts.access import Actor
-from accounts.audit import audit_log
 from accounts.models import Account
-from profiles.models import Profile, ProfileDatabase
-from resources.addresses import AddressError, normalise_address, normalise_domain
-from resources.models import (
-    SYSTEM_STATUSES,
-    Channel,
-    ConsentRecord,
-    Resource,
-    Status,
-    Subscription,
-    SubscriptionCount,
-    Suppression,
+from profiles.models import Profile
+from resources.addresses import AddressError, normalise_address
+from resources.models import SYSTEM_STATUSES, Channel, ConsentRecord, Resource, Status, Subscription
+from resources.services.common import (
+    ResourceError,
+    ResourceValidationError,
+    Via,
+    _record,
+    _write_ledger,
+    write_count_deltas,
 )
 
-# Higher apps register here in AppConfig.ready() (never a signal, never an import upward):
-# - CONFIRMATION_HANDLERS: a subscription now awaits double opt-in; send it its confirmation
-#   link (mailings wires a trigger mailing). Called after commit with the subscription.
-# - CONSENT_HANDLERS: ledger rows were written (history records them, triggers react). Called
-#   after commit with the records.
+# Higher apps register here in AppConfig.ready(): CONFIRMATION_HANDLERS are told (after commit)
+# that a subscription now awaits double opt-in, to send its confirmation link (mailings wires a
+# trigger mailing).
 CONFIRMATION_HANDLERS: list[Callable[[Subscription], None]] = []
-CONSENT_HANDLERS: list[Callable[[list[ConsentRecord]], None]] = []
 
 PAUSE_DAYS = (14, 30, 60, 90)
-# Slugs that would collide with the pages under /resources/.
-RESERVED_SLUGS = frozenset({"new"})
-MAX_CATEGORIES = 50
-_KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
-
-
-class ResourceError(Exception):
-    """A request that cannot be carried out, with a message for a person."""
-
-
-class ResourceValidationError(ResourceError):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
 
 
 # --- status transitions --------------------------------------------------------------------------
@@ -95,287 +67,6 @@ def check_transition(old: str, new: str, *, force: bool = False, actor: Actor | 
             "(tick “I have the person's renewed consent”, or send force=true with a reason)."
         )
     raise ResourceError(f"A subscription cannot go from {Status(old).label.lower()} to {Status(new).label.lower()}.")
-
-
-# --- the consent ledger --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Via:
-    """Where a change came from: the ledger's source, and the browser's IP and user agent if known."""
-
-    source: str
-    user_agent: str = ""
-
-
-def _record(sub: Subscription, *, actor: Actor, via: Via, action: str, old_status: str = "", new_status: str = "",
-            old_categories: list[str] | None = None, new_categories: list[str] | None = None, reason: str = "") -> ConsentRecord:
-    return ConsentRecord(
-        account_id=sub.account_id, resource_id=sub.resource_id, subscription=sub, profile_id=sub.profile_id,
-        channel=sub.channel, address=sub.address, action=action, old_status=old_status, new_status=new_status,
-        old_categories=old_categories, new_categories=new_categories, actor_type=actor.kind, actor_label=actor.label[:200],
-        source=via.source[:64], reason=reason[:500], ip=actor.ip, user_agent=via.user_agent[:500],
-    )
-
-
-def _write_ledger(records: list[ConsentRecord]) -> None:
-    """Append ledger rows and the counter deltas they imply, in the caller's transaction."""
-    if not records:
-        return
-    ConsentRecord.objects.bulk_create(records)
-    deltas: Counter[tuple[int, int, str, str]] = Counter()
-    for r in records:
-        if r.action in (ConsentRecord.Action.CREATED, ConsentRecord.Action.STATUS) and r.new_status:
-            deltas[(r.account_id, r.resource_id, r.channel, r.new_status)] += 1
-        if r.action in (ConsentRecord.Action.STATUS, ConsentRecord.Action.DELETED) and r.old_status:
-            deltas[(r.account_id, r.resource_id, r.channel, r.old_status)] -= 1
-    write_count_deltas(deltas)
-    if CONSENT_HANDLERS:
-        transaction.on_commit(lambda: [h(records) for h in CONSENT_HANDLERS])
-
-
-# --- counters ------------------------------------------------------------------------------------
-
-
-def write_count_deltas(deltas: dict[tuple[int, int, str, str], int]) -> None:
-    """deltas: {(account id, resource id, channel, status): change}; zeros are left out."""
-    rows = [SubscriptionCount(account_id=a, resource_id=r, channel=c, status=st, delta=d)
-            for (a, r, c, st), d in deltas.items() if d]
-    if rows:
-        SubscriptionCount.objects.bulk_create(rows)
-
-
-def subscription_counts_compact(*, resource_id: int | None = None, min_rows: int = 50) -> int:
-    """Fold each resource's counter deltas into one row per channel and status (the scheduler runs
-    this). Only resources with at least `min_rows` rows, unless one is named. Returns the rows removed.
-
-    One statement per resource on PostgreSQL (the DELETE and the sums see one snapshot, so a delta
-    committed meanwhile is either folded or left as it is, never lost); SQLite runs one writer."""
-    qs = SubscriptionCount.objects.order_by()
-    if resource_id is not None:
-        targets = [resource_id]
-    else:
-        targets = list(qs.values_list("resource_id").annotate(n=Count("*")).filter(n__gte=min_rows).values_list("resource_id", flat=True))
-    removed = 0
-    table = SubscriptionCount._meta.db_table
-    for rid in targets:
-        with transaction.atomic(), connection.cursor() as cur:
-            if connection.vendor == "postgresql":
-                cur.execute(
-                    f"WITH d AS (DELETE FROM {table} WHERE resource_id = %s RETURNING account_id, resource_id, channel, status, delta), "  # noqa: S608
-                    f"i AS (INSERT INTO {table} (account_id, resource_id, channel, status, delta) SELECT account_id, resource_id, "
-                    f"channel, status, sum(delta) FROM d GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0 RETURNING 1) "
-                    f"SELECT (SELECT count(*) FROM d) - (SELECT count(*) FROM i)",
-                    [rid],
-                )
-                removed += cur.fetchone()[0]
-            else:
-                sums = list(SubscriptionCount.objects.filter(resource_id=rid).values("account_id", "channel", "status")
-                            .annotate(total=Sum("delta")).order_by())
-                before, _ = SubscriptionCount.objects.filter(resource_id=rid).delete()
-                write_count_deltas({(x["account_id"], rid, x["channel"], x["status"]): x["total"] for x in sums})
-                removed += before - sum(1 for x in sums if x["total"])
-    return removed
-
-
-def subscription_counts_rebuild(*, resource: Resource) -> None:
-    """Recount a resource's subscriptions from the table itself and replace its counters (after a
-    bulk load that wrote no deltas, or as the daily check). Concurrent changes stay counted: on
-    PostgreSQL the DELETE and the recount share one snapshot, so a change committed after it keeps
-    its own delta row."""
-    table = SubscriptionCount._meta.db_table
-    with transaction.atomic(), connection.cursor() as cur:
-        if connection.vendor == "postgresql":
-            cur.execute(
-                f"WITH d AS (DELETE FROM {table} WHERE resource_id = %s) INSERT INTO {table} "  # noqa: S608
-                f"(account_id, resource_id, channel, status, delta) SELECT %s, resource_id, channel, status, count(*) "
-                f"FROM resources_subscription WHERE resource_id = %s GROUP BY resource_id, channel, status",
-                [resource.pk, resource.account_id, resource.pk],
-            )
-        else:
-            SubscriptionCount.objects.filter(resource=resource).delete()
-            rows = Subscription.objects.filter(resource=resource).order_by().values_list("channel", "status").annotate(n=Count("*"))
-            write_count_deltas({(resource.account_id, resource.pk, c, st): n for c, st, n in rows})
-
-
-# --- resources -----------------------------------------------------------------------------------
-
-
-def clean_categories(raw: Iterable[Any]) -> list[dict[str, str]]:
-    """[{"key", "label"}] from dicts or "key" / "key:Label" strings. Raises ResourceValidationError."""
-    out: list[dict[str, str]] = []
-    for item in raw:
-        if isinstance(item, dict):
-            key, label = str(item.get("key", "")).strip(), str(item.get("label", "")).strip()
-        else:
-            key, _, label = str(item).partition(":")
-            key, label = key.strip(), label.strip()
-        if not key:
-            continue
-        key_norm = slugify(key).replace("-", "_")
-        if not _KEY_RE.fullmatch(key_norm):
-            raise ResourceValidationError({"categories": f"{key!r}: a category key is letters, digits and _ (at most 40), starting with a letter"})
-        if any(c["key"] == key_norm for c in out):
-            raise ResourceValidationError({"categories": f"the category {key_norm!r} is listed twice"})
-        out.append({"key": key_norm, "label": (label or key.replace("_", " ").capitalize())[:100]})
-    if len(out) > MAX_CATEGORIES:
-        raise ResourceValidationError({"categories": f"at most {MAX_CATEGORIES} categories"})
-    return out
-
-
-def _clean_resource(values: dict[str, Any], database: ProfileDatabase, resource: Resource | None) -> dict[str, Any]:
-    errors: dict[str, str] = {}
-    clean: dict[str, Any] = {}
-    if "name" in values:
-        name = str(values["name"] or "").strip()
-        if not name:
-            errors["name"] = "is required"
-        clean["name"] = name[:200]
-    if "channels" in values:
-        channels = list(dict.fromkeys(values["channels"] or []))
-        unknown = [c for c in channels if c not in Channel.values]
-        if unknown:
-            errors["channels"] = f"unknown channel(s) {', '.join(map(str, unknown))}; use {', '.join(Channel.values)}"
-        elif not channels:
-            errors["channels"] = "enable at least one channel"
-        clean["channels"] = [c for c in Channel.values if c in channels]
-    channels = clean.get("channels", resource.channels if resource else [])
-    if "double_opt_in" in values:
-        doi = list(dict.fromkeys(values["double_opt_in"] or []))
-        bad = [c for c in doi if c not in channels]
-        if bad:
-            errors["double_opt_in"] = f"{', '.join(map(str, bad))} is not an enabled channel of this resource"
-        clean["double_opt_in"] = [c for c in Channel.values if c in doi]
-    if "categories" in values:
-        try:
-            clean["categories"] = clean_categories(values["categories"] or [])
-        except ResourceValidationError as exc:
-            errors.update(exc.errors)
-    field_names = set(database.fields.values_list("name", flat=True))
-    for key in ("preference_visible_fields", "preference_editable_fields"):
-        if key in values:
-            names = list(dict.fromkeys(values[key] or []))
-            unknown = [n for n in names if n not in field_names]
-            read_only = [n for n in names if n in ("created_at", "updated_at")] if key.endswith("editable_fields") else []
-            if unknown:
-                errors[key] = f"no such field(s) in {database.name}: {', '.join(map(str, unknown))}"
-            elif read_only:
-                errors[key] = f"read-only field(s) cannot be edited: {', '.join(read_only)}"
-            clean[key] = names
-    if "preference_editable_fields" in clean:
-        # An editable field is visible too.
-        visible = clean.get("preference_visible_fields", resource.preference_visible_fields if resource else [])
-        clean["preference_visible_fields"] = list(dict.fromkeys([*visible, *clean["preference_editable_fields"]]))
-    if "language" in values:
-        lang = str(values["language"] or "")
-        if lang not in ("", "en", "ru"):
-            errors["language"] = "use en, ru, or empty (the visitor's browser)"
-        clean["language"] = lang
-    for key in ("description", "subscribe_redirect_url"):
-        if key in values:
-            clean[key] = str(values[key] or "").strip()
-    if clean.get("subscribe_redirect_url") and not re.match(r"https?://", clean["subscribe_redirect_url"]):
-        errors["subscribe_redirect_url"] = "must be an http:// or https:// address"
-    if "subscribe_enabled" in values:
-        clean["subscribe_enabled"] = bool(values["subscribe_enabled"])
-    if "sender_defaults" in values:
-        defaults = values["sender_defaults"] or {}
-        if not isinstance(defaults, dict) or any(k not in Channel.values for k in defaults):
-            errors["sender_defaults"] = "an object keyed by channel"
-        clean["sender_defaults"] = defaults
-    if "slug" in values:
-        slug = slugify(str(values["slug"] or ""))[:60]
-        if not slug:
-            errors["slug"] = "is required (letters, digits and -)"
-        elif slug in RESERVED_SLUGS:
-            errors["slug"] = f"{slug!r} is reserved; pick another"
-        clean["slug"] = slug
-    if errors:
-        raise ResourceValidationError(errors)
-    return clean
-
-
-def _unique_slug(account: Account, base: str, exclude: int | None = None) -> str:
-    base = slugify(base)[:50] or "resource"
-    if base in RESERVED_SLUGS:
-        base = f"{base}-resource"
-    slug, n = base, 2
-    qs = Resource.objects.filter(account=account)
-    if exclude:
-        qs = qs.exclude(pk=exclude)
-    while qs.filter(slug=slug).exists():
-        slug, n = f"{base}-{n}", n + 1
-    return slug
-
-
-@transaction.atomic
-def resource_create(*, account: Account, database: ProfileDatabase, values: dict[str, Any], actor: Actor) -> Resource:
-    """Create a resource for `database`. values: name (required), channels (required), slug, description,
-    categories, double_opt_in, preference_*_fields, language, subscribe_*. Raises ResourceValidationError."""
-    if database.account_id != account.pk:
-        raise ResourceValidationError({"database": "no such database in this account"})
-    values = {"channels": [Channel.EMAIL], **values}
-    clean = _clean_resource({"name": "", **values}, database, None)
-    if "slug" in values:
-        if Resource.objects.filter(account=account, slug=clean["slug"]).exists():
-            raise ResourceValidationError({"slug": f"another resource already uses {clean['slug']!r}"})
-    else:
-        clean["slug"] = _unique_slug(account, clean["name"])
-    resource = Resource.objects.create(account=account, database=database, **clean)
-    audit_log(account=account, actor=actor, verb="resource.created", target=resource,
-              data={"database": database.slug, "channels": resource.channels})
-    return resource
-
-
-@transaction.atomic
-def resource_update(*, resource: Resource, values: dict[str, Any], actor: Actor) -> dict[str, list[Any]]:
-    """Change a resource's settings; returns {name: [old, new]}. Raises ResourceValidationError.
-
-    A channel with subscriptions cannot be disabled (the subscriptions would be orphaned): stop
-    sending on it, or delete them, first."""
-    locked = Resource.objects.select_for_update().get(pk=resource.pk)
-    clean = _clean_resource(values, locked.database, locked)
-    if "slug" in clean and clean["slug"] != locked.slug and Resource.objects.filter(
-            account_id=locked.account_id, slug=clean["slug"]).exclude(pk=locked.pk).exists():
-        raise ResourceValidationError({"slug": f"another resource already uses {clean['slug']!r}"})
-    if "channels" in clean:
-        removed = set(locked.channels) - set(clean["channels"])
-        used = sorted(set(Subscription.objects.filter(resource=locked, channel__in=removed).values_list("channel", flat=True)))
-        if used:
-            raise ResourceValidationError({"channels": f"{', '.join(Channel(c).label for c in used)} still has subscriptions: delete them first"})
-        if "double_opt_in" not in clean:
-            clean["double_opt_in"] = [c for c in locked.double_opt_in if c in clean["channels"]]
-    # Opt-outs of a category that is removed stay on the subscriptions (harmless, and not worth
-    # rewriting a million rows): nothing is sent in a category that does not exist.
-    diff = {k: [getattr(locked, k), v] for k, v in clean.items() if getattr(locked, k) != v}
-    if not diff:
-        return {}
-    for k, (_, v) in diff.items():
-        setattr(locked, k, v)
-    locked.save()
-    audit_log(account=locked.account, actor=actor, verb="resource.updated", target=locked, data={"fields": sorted(diff)})
-    resource.__dict__.update({k: v for k, v in locked.__dict__.items() if not k.startswith("_")})
-    return diff
-
-
-@transaction.atomic
-def resource_rotate_public_key(*, resource: Resource, actor: Actor) -> str:
-    """A new key for the public subscribe endpoint; forms with the old key stop working."""
-    from resources.models import new_public_key
-
-    resource.public_key = new_public_key()
-    resource.save(update_fields=["public_key", "updated_at"])
-    audit_log(account=resource.account, actor=actor, verb="resource.key_rotated", target=resource)
-    return resource.public_key
-
-
-@transaction.atomic
-def resource_delete(*, resource: Resource, actor: Actor) -> None:
-    """Delete a resource with its subscriptions (the ledger rows go with it). Audited with the counts."""
-    count = Subscription.objects.filter(resource=resource).count()
-    audit_log(account=resource.account, actor=actor, verb="resource.deleted", target_label=resource.name,
-              data={"slug": resource.slug, "subscriptions": count})
-    resource.delete()
 
 
 # --- subscriptions -------------------------------------------------------------------------------
@@ -703,58 +394,3 @@ def subscriptions_erase(profile: Profile) -> None:
     write_count_deltas({(a, r, c, st): -n for a, r, c, st, n in subs.values_list("account_id", "resource_id", "channel", "status")
                         .annotate(n=Count("*")).values_list("account_id", "resource_id", "channel", "status", "n")})
     subs.delete()
-
-
-# --- suppressions --------------------------------------------------------------------------------
-
-
-def clean_suppression(kind: str, value: Any, *, region: str = "") -> str:
-    """Raises ResourceValidationError."""
-    try:
-        if kind == Suppression.Kind.EMAIL:
-            return normalise_address(Channel.EMAIL, value)
-        if kind == Suppression.Kind.PHONE:
-            return normalise_address(Channel.SMS, value, region=region)
-        if kind == Suppression.Kind.DOMAIN:
-            return normalise_domain(value)
-    except AddressError as exc:
-        raise ResourceValidationError({"value": str(exc)}) from None
-    raise ResourceValidationError({"kind": f"unknown kind {kind!r}; use email, domain or phone"})
-
-
-def guess_kind(value: str) -> str:
-    """email for a@b.c, domain for @b.c or b.c, phone for the rest."""
-    text = str(value).strip()
-    if "@" in text[1:]:
-        return Suppression.Kind.EMAIL
-    if text.startswith("@") or re.search(r"[a-zA-Z]", text):
-        return Suppression.Kind.DOMAIN
-    return Suppression.Kind.PHONE
-
-
-@transaction.atomic
-def suppression_add(
-    *, account: Account, kind: str, value: Any, actor: Actor, reason: str = Suppression.Reason.MANUAL,
-    note: str = "", source: str = "ui",
-) -> tuple[Suppression, bool]:
-    """Add an address, domain or phone to the account's suppression list; returns (row, created).
-    Adding one that is listed already changes nothing. Raises ResourceValidationError."""
-    if reason not in Suppression.Reason.values:
-        raise ResourceValidationError({"reason": f"use one of {', '.join(Suppression.Reason.values)}"})
-    clean = clean_suppression(kind, value, region=account.default_phone_region or "")
-    row, created = Suppression.objects.get_or_create(
-        account=account, kind=kind, value=clean,
-        defaults={"reason": reason, "note": note[:500], "source": source[:64], "created_by_label": actor.label[:200]},
-    )
-    if created:
-        audit_log(account=account, actor=actor, verb="suppression.added", target=row, target_label=clean,
-                  data={"kind": kind, "reason": reason})
-    return row, created
-
-
-@transaction.atomic
-def suppression_remove(*, suppression: Suppression, actor: Actor) -> None:
-    audit_log(account=suppression.account, actor=actor, verb="suppression.removed", target_label=suppression.value,
-              data={"kind": suppression.kind, "reason": suppression.reason})
-    suppression.delete()
-
