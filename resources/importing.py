@@ -82,7 +82,7 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
             # pg_get_serial_sequence() in the SELECT would be evaluated per row (2 s a million).
             cur.execute("SELECT pg_get_serial_sequence('resources_subscription', 'id')")
             sequence = cur.fetchone()[0].replace("'", "''")
-            new_id = f"CASE WHEN p.{col} IS NOT NULL AND s.id IS NULL THEN nextval('{sequence}') END"
+            new_id = f"CASE WHEN i.{col} IS NOT NULL AND s.id IS NULL THEN nextval('{sequence}') END"
         # One pass classifies every named profile: its address, the subscription already at that
         # address on this resource and channel (whoever holds it), and the profile's highest
         # priority there. Everything below reads this table, never the table it writes: an INSERT
@@ -94,12 +94,11 @@ def subscribe_imported(*, database: ProfileDatabase, options: dict[str, Any], id
             # resource row, so nothing it subscribes can disappear before it commits.
             cur.execute("SELECT id FROM resources_resource WHERE id = %s FOR KEY SHARE", [rid])
         cur.execute(
-            f"CREATE TEMP TABLE {cls} AS SELECT p.id AS profile_id, p.{col} AS address, s.id AS sub_id, "  # noqa: S608
+            f"CREATE TEMP TABLE {cls} AS SELECT i.id AS profile_id, i.{col} AS address, s.id AS sub_id, "  # noqa: S608
             f"s.profile_id AS owner, s.status AS status, COALESCE(m.top, 0) + 1 AS priority, {new_id} AS new_id "
-            f"FROM {ids} i JOIN profiles_profile p ON p.id = i.id "
-            f"LEFT JOIN resources_subscription s ON s.resource_id = %s AND s.channel = %s AND s.address = p.{col} "
+            f"FROM {ids} i LEFT JOIN resources_subscription s ON s.resource_id = %s AND s.channel = %s AND s.address = i.{col} "
             f"LEFT JOIN (SELECT x.profile_id, max(x.priority) AS top FROM resources_subscription x JOIN {ids} j "
-            f"ON j.id = x.profile_id WHERE x.resource_id = %s AND x.channel = %s GROUP BY x.profile_id) m ON m.profile_id = p.id",
+            f"ON j.id = x.profile_id WHERE x.resource_id = %s AND x.channel = %s GROUP BY x.profile_id) m ON m.profile_id = i.id",
             [rid, channel, rid, channel],
         )
         cur.execute(

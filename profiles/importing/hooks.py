@@ -1,9 +1,9 @@
 """What higher apps do with the profiles an import wrote, in the same transaction and set-based.
 
 An app registers an `ImportHook` under a name in its AppConfig.ready(); an import whose
-`Options.extra` has that name calls it after the profiles are written, with a temp table of the
-ids of every profile the file named (created, updated or unchanged; in "add only" mode, the
-created ones). The hook reads the table with SQL, never a row at a time, and reports its counts
+`Options.extra` has that name calls it after the profiles are written, with a temp table
+(id, email, phone: the values as written) of every profile the file named (created, updated or
+unchanged; in "add only" mode, the created ones). The hook reads the table with SQL, never a row at a time, and reports its counts
 in `result.extra[name]`.
 
 A hook may also offer a UI (the import's mapping step shows its `template` with its `form`),

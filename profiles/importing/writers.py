@@ -261,8 +261,8 @@ class PostgresWriter(Writer):
         ids = f"imp_ids_{self.suffix}"
         only_new = f"WHERE NOT EXISTS (SELECT 1 FROM {self.mt} m WHERE m.row_no = s.row_no)" if self.plan.options.mode == "insert" else ""  # noqa: S608
         # No key and no DISTINCT: the staged keys are unique by now, so are the ids they match.
-        cur.execute(f"CREATE TEMP TABLE {ids} (id bigint NOT NULL) ON COMMIT DROP")
-        cur.execute(f"INSERT INTO {ids} SELECT p.id FROM {self.stg} s JOIN profiles_profile p ON {self._key_match()} {only_new}")  # noqa: S608
+        cur.execute(f"CREATE TEMP TABLE {ids} (id bigint NOT NULL, email text, phone text) ON COMMIT DROP")
+        cur.execute(f"INSERT INTO {ids} SELECT p.id, p.email, p.phone FROM {self.stg} s JOIN profiles_profile p ON {self._key_match()} {only_new}")  # noqa: S608
         cur.execute(f"ANALYZE {ids}")
         run_hooks(database=self.plan.database, extra=self.plan.options.extra, ids_table=ids, result=result, source=source,
                   actor_label=actor_label)
@@ -437,7 +437,7 @@ class SqliteWriter(Writer):
         self.ids = f"imp_ids_{self.suffix}" if plan.options.extra else ""
         with transaction.atomic(), connection.cursor() as cur:
             if self.ids:
-                cur.execute(f"CREATE TEMP TABLE {self.ids} (id INTEGER PRIMARY KEY)")
+                cur.execute(f"CREATE TEMP TABLE {self.ids} (id INTEGER PRIMARY KEY, email TEXT, phone TEXT)")
             result.duplicates = self._take(
                 cur, "{}.k", plan.key_field.name,
                 f"row {{keep}} has the same {plan.key_field.label} further down the file: the last row wins", later,
@@ -509,7 +509,7 @@ class SqliteWriter(Writer):
             elif opts.mode == "insert":
                 result.skipped_mode += 1
             else:
-                named.append(profile.pk)
+                named.append(profile)
                 diff = apply_values(profile, clean)
                 if not diff:
                     result.unchanged += 1
@@ -526,6 +526,7 @@ class SqliteWriter(Writer):
         result.updated += len(changed)
         if self.ids:
             with connection.cursor() as cur:
-                cur.executemany(f"INSERT OR IGNORE INTO {self.ids} (id) VALUES (%s)", [(i,) for i in [*named, *(p.pk for p in new)]])  # noqa: S608
+                cur.executemany(f"INSERT OR IGNORE INTO {self.ids} (id, email, phone) VALUES (%s, %s, %s)",  # noqa: S608
+                                [(p.pk, p.email, p.phone) for p in [*named, *new]])
 
 
