@@ -100,6 +100,8 @@ OBJECT_ROUTES: dict[str, Build] = {
     "api:resource_get_api": lambda w: {"resource": w.resource.slug},
     "api:resource_update_api": lambda w: {"resource": w.resource.slug},
     "api:resource_subscribe_api": lambda w: {"resource": w.resource.slug},
+    "api:resource_rotate_key_api": lambda w: {"resource": w.resource.slug},
+    "api:resource_delete_api": lambda w: {"resource": w.resource.slug},
     "api:subscription_list_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
     "api:subscription_create_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
     "api:consent_list_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},

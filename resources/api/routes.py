@@ -68,6 +68,8 @@ from resources.services import (
     clean_address,
     guess_kind,
     resource_create,
+    resource_delete,
+    resource_rotate_public_key,
     resource_update,
     subscription_create,
     subscription_delete,
@@ -238,6 +240,25 @@ def resource_update_api(request: HttpRequest, resource: ResourceRef, payload: Re
     except ResourceValidationError as exc:
         raise invalid_values(exc.errors, what="The resource was not changed") from exc
     return _resource_out(resource, counts=True)
+
+
+@router.post("/resources/{slug:resource}/rotate-key", tags=RESOURCES, response={200: ResourceDetailOut, **ERRORS},
+             summary="Replace the key of the public subscribe endpoint")
+def resource_rotate_key_api(request: HttpRequest, resource: ResourceRef) -> dict:
+    """Forms and scripts that post with the old key get 404 from then on. Audited."""
+    require(request, Perm.CHANNELS_MANAGE)
+    resource_rotate_public_key(resource=resource, actor=Actor.from_request(request))
+    return _resource_out(resource, counts=True)
+
+
+@router.delete("/resources/{slug:resource}", tags=RESOURCES, response={204: None, **ERRORS},
+               summary="Delete a resource with its subscriptions")
+def resource_delete_api(request: HttpRequest, resource: ResourceRef) -> Status:
+    """Deletes the resource, its subscriptions and their consent ledger; audited with the number of
+    subscriptions. To stop messages but keep people's choices, unsubscribe or disable channels instead."""
+    require(request, Perm.CHANNELS_MANAGE)
+    resource_delete(resource=resource, actor=Actor.from_request(request))
+    return Status(204, None)
 
 
 @router.post("/resources/{slug:resource}/subscribe", tags=SUBSCRIPTIONS,

@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.access import Actor
+from accounts.models import AuditEvent
 from accounts.permissions import Role
 from profiles.models import Profile
 from profiles.services import profile_create, profile_erase
@@ -118,6 +119,30 @@ def test_it_shows_a_resource_with_counts_per_channel_and_status(analyst, news, a
     assert body["counts"]["sms"]["subscribed"] == 1 and body["counts"]["sms"]["unsubscribed"] == 1
     assert body["counts"]["sms"]["total"] == 2 and body["counts"]["email"]["total"] == 0
     assert set(body["counts"]) == set(news.channels)
+
+
+def test_it_rotates_the_public_key_and_the_old_one_stops_working(admin, marketer, news):
+    old = news.public_key
+    assert _error(marketer.post(f"/api/v1/resources/{news.slug}/rotate-key"), 403)
+    body = admin.post(f"/api/v1/resources/{news.slug}/rotate-key").json()
+    assert body["public_key"] != old and body["public_key"].startswith("pk_")
+    news.refresh_from_db()
+    assert news.public_key == body["public_key"]
+    assert admin.client.post(f"/p/subscribe/{old}/", {"email": "late@example.com"}).status_code == 404
+    assert AuditEvent.objects.filter(verb="resource.key_rotated", target_id=str(news.pk)).exists()
+
+
+def test_it_deletes_a_resource_with_its_subscriptions(admin, marketer, analyst, news, anna):
+    _sms(anna, news)
+    for who in (marketer, analyst):
+        _error(who.delete(f"/api/v1/resources/{news.slug}"), 403)
+    assert Resource.objects.filter(pk=news.pk).exists()
+    assert admin.delete(f"/api/v1/resources/{news.slug}").status_code == 204
+    assert not Resource.objects.filter(pk=news.pk).exists()
+    assert not Subscription.objects.exists() and not ConsentRecord.objects.exists()
+    event = AuditEvent.objects.get(verb="resource.deleted")
+    assert event.data["subscriptions"] == 1
+    _error(admin.delete(f"/api/v1/resources/{news.slug}"), 404)
 
 
 def test_it_patches_only_the_fields_sent(admin, news):
@@ -534,11 +559,11 @@ def test_the_openapi_document_describes_the_resource_endpoints(db, client):
     doc = client.get("/api/v1/openapi.json").json()
     paths = doc["paths"]
     assert set(paths["/api/v1/resources"]) == {"get", "post"}
-    assert set(paths["/api/v1/resources/{resource}"]) == {"get", "patch"}
+    assert set(paths["/api/v1/resources/{resource}"]) == {"get", "patch", "delete"}
     assert set(paths["/api/v1/databases/{db}/profiles/{profile_id}/subscriptions"]) == {"get", "post"}
     assert set(paths["/api/v1/databases/{db}/profiles/{profile_id}/subscriptions/{subscription_id}"]) == {"patch", "delete"}
     assert set(paths["/api/v1/suppressions"]) == {"get", "post"}
-    assert "post" in paths["/api/v1/resources/{resource}/subscribe"]
+    assert "post" in paths["/api/v1/resources/{resource}/subscribe"] and "post" in paths["/api/v1/resources/{resource}/rotate-key"]
     assert paths["/api/v1/suppressions/{suppression_id}"]["delete"]["tags"] == ["suppressions"]
     schemas = doc["components"]["schemas"]
     assert schemas["SubscribeIn"]["examples"] and schemas["SubscriptionPatch"]["examples"]
