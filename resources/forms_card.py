@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 
 from cdp.forms import StyledForm
+from profiles.forms import mark_invalid
 from profiles.models import Profile, ProfileDatabase
 from resources.importing import IMPORT_CHANNELS, IMPORT_STATUSES
 from resources.models import Channel, Resource, Status
@@ -87,10 +88,7 @@ class SubscriptionAddForm(StyledForm):
             name = ADD_FIELD_FOR.get(key)
             text = message[:1].upper() + message[1:]
             self.add_error(name if name in self.fields else None, text if text.endswith(".") else text + ".")
-        for name in self.errors:
-            field = self.fields.get(name)
-            if field is not None and "is-invalid" not in field.widget.attrs.get("class", ""):
-                field.widget.attrs["class"] = field.widget.attrs.get("class", "") + " is-invalid"
+        mark_invalid(self)
 
 
 class StatusForm(forms.Form):

@@ -49,6 +49,17 @@ class Status(models.TextChoices):
 
 SYSTEM_STATUSES = frozenset({Status.BOUNCED, Status.COMPLAINED, Status.BLOCKED})
 
+# Bootstrap theme colour of each status, wherever a status is shown (badges, counters).
+STATUS_TONES = {
+    Status.SUBSCRIBED: "success",
+    Status.UNCONFIRMED: "warning",
+    Status.SUSPENDED: "info",
+    Status.UNSUBSCRIBED: "secondary",
+    Status.BOUNCED: "danger",
+    Status.COMPLAINED: "danger",
+    Status.BLOCKED: "dark",
+}
+
 
 def new_public_key() -> str:
     return "pk_" + secrets.token_urlsafe(18)

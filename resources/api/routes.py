@@ -96,10 +96,6 @@ ResourceRef = slug_ref(Resource, what="resource", example="shop-news", related=(
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _via(request: HttpRequest) -> Via:
-    return Via(source="api", user_agent=request.headers.get("User-Agent", ""))
-
-
 def _resource_out(r: Resource, *, counts: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": r.pk, "name": r.name, "slug": r.slug, "database": r.database.slug, "description": r.description,
@@ -286,7 +282,7 @@ def resource_subscribe_api(request: HttpRequest, resource: ResourceRef, payload:
     if not values:
         message = f"give the profile's match key, e.g. {{\"{database.default_match_key}\": ...}}"
         raise ApiError(422, f"match: {message}.", details=[{"loc": ["match"], "message": message, "type": "missing"}])
-    actor, via = Actor.from_request(request), _via(request)
+    actor, via = Actor.from_request(request), Via.from_request(request, "api")
     sch = FieldSchema.load(database)
     with transaction.atomic():
         result = profile_upsert(database=database, values=values, match=match, sch=sch, actor=actor)
@@ -356,7 +352,7 @@ def subscription_create_api(request: HttpRequest, db: DatabaseRef, profile_id: i
     try:
         sub = subscription_create(
             profile=profile, resource=resource, channel=payload.channel, address=address, actor=Actor.from_request(request),
-            via=_via(request), status=payload.status, opted_out=payload.opted_out, priority=payload.priority,
+            via=Via.from_request(request, "api"), status=payload.status, opted_out=payload.opted_out, priority=payload.priority,
             meta=payload.meta, confirmed=payload.confirmed, reason=payload.reason,
         )
     except ResourceError as exc:
@@ -381,7 +377,7 @@ def subscription_update_api(
     _force_needs_reason(payload.force, payload.reason, sub.status, payload.status)
     try:
         subscription_update(
-            subscription=sub, actor=Actor.from_request(request), via=_via(request), status=payload.status,
+            subscription=sub, actor=Actor.from_request(request), via=Via.from_request(request, "api"), status=payload.status,
             reason=payload.reason, until=_aware(payload.until, request), force=payload.force, opted_out=payload.opted_out,
             priority=payload.priority, meta=payload.meta,
         )
@@ -399,7 +395,7 @@ def subscription_delete_api(request: HttpRequest, db: DatabaseRef, profile_id: i
     without a trace of the opt-out."""
     require(request, Perm.DATA_EDIT)
     sub = _subscription(request, profile_or_404(request, db, profile_id), subscription_id)
-    subscription_delete(subscription=sub, actor=Actor.from_request(request), via=_via(request))
+    subscription_delete(subscription=sub, actor=Actor.from_request(request), via=Via.from_request(request, "api"))
     return Status(204, None)
 
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 from django.db.models import Count, Sum
 
 from accounts.access import Actor
 from resources.models import ConsentRecord, Resource, Subscription, SubscriptionCount
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
 
 # Higher apps register here in AppConfig.ready() (never a signal, never an import upward):
 # CONSENT_HANDLERS: ledger rows were written (history records them, triggers react). Called
@@ -39,6 +43,10 @@ class Via:
 
     source: str
     user_agent: str = ""
+
+    @classmethod
+    def from_request(cls, request: HttpRequest, source: str) -> Via:
+        return cls(source=source, user_agent=request.headers.get("User-Agent", ""))
 
 
 def _record(sub: Subscription, *, actor: Actor, via: Via, action: str, old_status: str = "", new_status: str = "",

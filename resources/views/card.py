@@ -27,7 +27,7 @@ from profiles.models import Profile, ProfileDatabase
 from profiles.views import get_database
 from resources import tokens
 from resources.forms_card import CategoriesForm, PauseForm, StatusForm, SubscriptionAddForm, status_targets
-from resources.models import CHANNEL_ICONS, ConsentRecord, Resource, Status, Subscription
+from resources.models import CHANNEL_ICONS, STATUS_TONES, ConsentRecord, Resource, Status, Subscription
 from resources.selectors import profile_subscriptions
 from resources.services import (
     PAUSE_DAYS,
@@ -44,16 +44,6 @@ from resources.services import (
 
 LEDGER_PAGE = 50
 ACTIONS = ("status", "pause", "categories", "primary", "delete")
-# Bootstrap 5.3 "subtle" colours per status.
-STATUS_TONES = {
-    Status.SUBSCRIBED: "success",
-    Status.UNCONFIRMED: "warning",
-    Status.SUSPENDED: "info",
-    Status.UNSUBSCRIBED: "secondary",
-    Status.BOUNCED: "danger",
-    Status.COMPLAINED: "danger",
-    Status.BLOCKED: "dark",
-}
 
 
 def _links(sub: Subscription, *, with_confirm: bool) -> dict[str, str]:
@@ -132,10 +122,6 @@ def _card_url(database: ProfileDatabase, profile: Profile) -> str:
     return reverse("profiles:profile_detail", args=[database.slug, profile.pk]) + "?tab=subscriptions"
 
 
-def _via(request: HttpRequest) -> Via:
-    return Via(source="ui", user_agent=request.META.get("HTTP_USER_AGENT", ""))
-
-
 @require_http_methods(["GET", "POST"])
 @account_required(Perm.DATA_EDIT)
 def subscription_add(request: HttpRequest, db: str, pk: int) -> HttpResponse:
@@ -153,7 +139,7 @@ def subscription_add(request: HttpRequest, db: str, pk: int) -> HttpResponse:
         try:
             sub = subscription_create(
                 profile=profile, resource=form.chosen_resource, channel=data["channel"], address=data["address"],
-                actor=Actor.from_request(request), via=_via(request), status=data["status"],
+                actor=Actor.from_request(request), via=Via.from_request(request, "ui"), status=data["status"],
                 opted_out=data["opted_out"], confirmed=data["confirmed"],
             )
         except ResourceValidationError as exc:
@@ -183,7 +169,7 @@ def subscription_change(request: HttpRequest, db: str, pk: int, sub: int) -> Htt
     )
     back = redirect(_card_url(database, profile))
     action = request.POST.get("action", "")
-    actor, via = Actor.from_request(request), _via(request)
+    actor, via = Actor.from_request(request), Via.from_request(request, "ui")
     name = f"{subscription.resource.name} · {subscription.short_address()}"
     try:
         if action == "status":

@@ -48,7 +48,7 @@ from profiles.forms import form_value, mark_invalid, profile_form
 from profiles.models import Profile
 from profiles.services import ProfileError, ProfileValidationError, Schema, profile_update, profile_upsert
 from resources import services, tokens
-from resources.models import SYSTEM_STATUSES, Channel, Resource, Status, Subscription
+from resources.models import STATUS_TONES, SYSTEM_STATUSES, Channel, Resource, Status, Subscription
 from resources.services import ResourceError, ResourceValidationError, Via
 
 logger = logging.getLogger(__name__)
@@ -64,10 +64,6 @@ STATUS_LABELS = {
     Status.BOUNCED: gettext_lazy("Not deliverable"),
     Status.COMPLAINED: gettext_lazy("Reported as spam"),
     Status.BLOCKED: gettext_lazy("Blocked"),
-}
-STATUS_TONES = {
-    Status.SUBSCRIBED: "success", Status.UNCONFIRMED: "warning", Status.SUSPENDED: "info",
-    Status.UNSUBSCRIBED: "secondary", Status.BOUNCED: "danger", Status.COMPLAINED: "danger", Status.BLOCKED: "danger",
 }
 CHANNEL_LABELS = {
     Channel.EMAIL: gettext_lazy("E-mail"),
@@ -171,10 +167,6 @@ def subscriber(request: HttpRequest) -> Actor:
     return Actor(subscriber=True, ip=client_ip(request))
 
 
-def via(request: HttpRequest, source: str) -> Via:
-    return Via(source=source, user_agent=request.headers.get("User-Agent", "")[:500])
-
-
 def status_label(status: str) -> str:
     return str(STATUS_LABELS.get(status, status))
 
@@ -209,7 +201,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     use_language(request, sub.resource)
     if request.method == "POST":
         services.subscription_set_status(subscription=sub, status=Status.UNSUBSCRIBED, actor=subscriber(request),
-                                         via=via(request, "link"), reason="unsubscribed by the link in a message")
+                                         via=Via.from_request(request, "link"), reason="unsubscribed by the link in a message")
         return redirect(request.path)
     return render(request, TEMPLATES + "unsubscribe.html", {
         "resource": sub.resource, "s": describe(sub), "done": sub.status == Status.UNSUBSCRIBED,
@@ -231,7 +223,7 @@ def one_click(request: HttpRequest, token: str) -> HttpResponse:
     except InvalidLink:
         return HttpResponse("This link is no longer valid.\n", status=404, content_type="text/plain; charset=utf-8")
     services.subscription_set_status(subscription=sub, status=Status.UNSUBSCRIBED, actor=subscriber(request),
-                                     via=via(request, "one-click"), reason="one-click unsubscribe (RFC 8058)")
+                                     via=Via.from_request(request, "one-click"), reason="one-click unsubscribe (RFC 8058)")
     return HttpResponse("Unsubscribed.\n", content_type="text/plain; charset=utf-8")
 
 
@@ -349,7 +341,7 @@ def _posted_subscription(request: HttpRequest, sub: Subscription) -> Subscriptio
 
 def _act(request: HttpRequest, target: Subscription, action: str) -> str:
     """Carry out one preference-page action; returns the notice key. Raises ResourceError, Http404."""
-    actor, how = subscriber(request), via(request, "preferences")
+    actor, how = subscriber(request), Via.from_request(request, "preferences")
     if action == "categories":
         wanted = set(request.POST.getlist("categories"))
         opted_out = [k for k in target.resource.category_keys if k not in wanted]
@@ -385,7 +377,7 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
     sub = load_subscription(tokens.CONFIRM, token)
     use_language(request, sub.resource)
     if request.method == "POST":
-        services.subscription_confirm(subscription=sub, actor=subscriber(request), via=via(request, "confirmation"))
+        services.subscription_confirm(subscription=sub, actor=subscriber(request), via=Via.from_request(request, "confirmation"))
         return redirect(f"{request.path}?done=1")
     if sub.status == Status.UNCONFIRMED:
         state = "ask"
@@ -644,7 +636,7 @@ def subscribe(request: HttpRequest, key: str) -> HttpResponse:
 
 def _subscribe_profile(request: HttpRequest, resource: Resource, sch: Schema, values: dict[str, Any],
                        targets: list[tuple[str, str]], opted_out: list[str] | None) -> None:
-    actor, how = subscriber(request), via(request, "form")
+    actor, how = subscriber(request), Via.from_request(request, "form")
     profile, dropped = _find_or_create_profile(resource, sch, values, actor)
     if profile is None:
         return

@@ -18,7 +18,7 @@ from accounts.permissions import Perm
 from cdp.forms import ConfirmNameForm
 from profiles.models import ProfileDatabase
 from resources.forms import ResourceForm, add_service_errors
-from resources.models import CHANNEL_ICONS, Channel, Resource, Status, Subscription
+from resources.models import CHANNEL_ICONS, STATUS_TONES, Channel, Resource, Status, Subscription
 from resources.selectors import resource_counts, resources_subscribed_counts
 from resources.services import (
     ResourceError,
@@ -29,16 +29,9 @@ from resources.services import (
 )
 from resources.views import get_resource
 
-# Bootstrap colours of the statuses, in the order the counters show them.
-STATUS_COLOURS = {
-    Status.SUBSCRIBED: "success",
-    Status.UNCONFIRMED: "info",
-    Status.SUSPENDED: "warning",
-    Status.UNSUBSCRIBED: "secondary",
-    Status.BOUNCED: "danger",
-    Status.COMPLAINED: "orange",
-    Status.BLOCKED: "dark",
-}
+# The counters' colours: the statuses' own, but complaints in orange so that a stacked bar tells
+# them apart from bounces.
+STATUS_COLOURS = {**STATUS_TONES, Status.COMPLAINED: "orange"}
 
 SHORT_LABELS = {Status.UNCONFIRMED: "Unconfirmed"}
 
