@@ -220,6 +220,9 @@ class ApiToken(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    create_profiles = models.BooleanField(
+        default=False, help_text="Events naming an unknown profile create it (otherwise they are refused)."
+    )
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests a minute; empty means the platform default."
     )

@@ -257,7 +257,7 @@ def membership_remove(*, membership: Membership, actor: Actor) -> None:
 
 @transaction.atomic
 def api_token_create(
-    *, account: Account, name: str, role: str, actor: Actor, expires_at: Any = None
+    *, account: Account, name: str, role: str, actor: Actor, expires_at: Any = None, create_profiles: bool = False,
 ) -> tuple[ApiToken, str]:
     """Create a token; returns it with the raw secret, which is shown once and never stored."""
     actor_role = _actor_role(account, actor)
@@ -274,8 +274,10 @@ def api_token_create(
         hint=raw[: len(ApiToken.PREFIX) + 6],
         created_by=actor.user,
         expires_at=expires_at,
+        create_profiles=create_profiles,
     )
-    audit_log(account=account, actor=actor, verb="api_token.created", target=token, data={"role": role})
+    audit_log(account=account, actor=actor, verb="api_token.created", target=token,
+              data={"role": role, "create_profiles": create_profiles})
     return token, raw
 
 

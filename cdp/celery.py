@@ -26,6 +26,7 @@ app.conf.task_routes = {
     "accounts.tasks.invitation_send_task": {"queue": "trigger"},
     "accounts.tasks.password_reset_send_task": {"queue": "trigger"},
     "*.tasks.*_bulk_task": {"queue": "bulk"},
+    "*.tasks.*_trigger_task": {"queue": "trigger"},
 }
 # System ticks. Each tick is idempotent, so two beats (or a missed one) do no harm.
 app.conf.beat_schedule = {
@@ -34,5 +35,7 @@ app.conf.beat_schedule = {
     "subscriptions-resume": {"task": "resources.tasks.subscriptions_resume_task", "schedule": timedelta(minutes=5)},
     "subscription-counts-compact": {"task": "resources.tasks.subscription_counts_compact_task", "schedule": timedelta(minutes=10)},
     "subscription-counts-rebuild": {"task": "resources.tasks.subscription_counts_rebuild_bulk_task", "schedule": timedelta(hours=24)},
+    "tracking-drain": {"task": "history.tasks.tracking_drain_trigger_task", "schedule": timedelta(seconds=30)},
+    "events-retention": {"task": "history.tasks.retention_cleanup_bulk_task", "schedule": timedelta(hours=1)},
 }
 app.autodiscover_tasks()

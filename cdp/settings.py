@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "accounts",
     "profiles",
     "resources",
+    "history",
 ]
 
 MIDDLEWARE = [

@@ -19,4 +19,5 @@ urlpatterns = [
     path("", include("profiles.urls")),
     path("", include("resources.urls")),
     path("p/", include("resources.urls_public")),
+    path("t/", include("history.urls_tracking")),
 ]

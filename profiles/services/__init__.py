@@ -26,6 +26,7 @@ from profiles.services.databases import (  # noqa: F401
 from profiles.services.profiles import (  # noqa: F401
     ERASURE_HANDLERS,
     MERGE_HANDLERS,
+    KeyLookup,
     Schema,
     UpsertResult,
     _conflict_field,
@@ -42,4 +43,5 @@ from profiles.services.profiles import (  # noqa: F401
     profile_merge,
     profile_update,
     profile_upsert,
+    profiles_by_key,
 )

@@ -383,3 +383,101 @@ def profile_find(*, database: ProfileDatabase, key: str, value: Any) -> Profile 
     if clean is None:
         return None
     return Profile.objects.filter(database=database, **_match_filter(key, clean)).first()
+
+
+@dataclass
+class KeyLookup:
+    """What `profiles_by_key` found: ids by (normalised) key value, the values it created, and
+    why the others have no profile (bad value, erased, cannot be created)."""
+
+    ids: dict[Any, int] = field(default_factory=dict)
+    created: set[Any] = field(default_factory=set)
+    errors: dict[Any, str] = field(default_factory=dict)
+
+
+def profiles_by_key(
+    *, database: ProfileDatabase, key: str, raw_values: list[Any], create: bool = False, sch: Schema | None = None,
+) -> tuple[KeyLookup, dict[Any, Any]]:
+    """Set-based lookup of many profiles by one match key (or "id"); with `create`, profiles for
+    the values not found are created (just the key; erased people are never re-created).
+
+    Returns (lookup, normalised value by raw value); a raw value that does not convert maps to
+    None and its reason is in lookup.errors under the raw value. One query per call to find, one
+    INSERT .. ON CONFLICT DO NOTHING and one query to create (concurrent creators of the same
+    key meet at the unique index and both end with the one profile)."""
+    out = KeyLookup()
+    norm: dict[Any, Any] = {}
+    if key == "id":
+        for raw in raw_values:
+            if (isinstance(raw, int) and not isinstance(raw, bool)) or (isinstance(raw, str) and raw.strip().isdigit()):
+                norm[raw] = int(raw)
+            else:
+                norm[raw] = None
+                out.errors[raw] = "a profile id is a whole number"
+        wanted = {v for v in norm.values() if v is not None}
+        out.ids = {i: i for i in Profile.objects.filter(database=database, id__in=wanted).values_list("id", flat=True)}
+        for v in wanted - out.ids.keys():
+            out.errors[v] = f"no profile #{v} in this database"
+        return out, norm
+    sch = sch or Schema.load(database)
+    if key not in database.match_keys and key not in ("email", "phone"):
+        raise ProfileValidationError({key: "is not a match key of this database"})
+    for raw in raw_values:
+        if raw in norm:
+            continue
+        try:
+            value = sch.convert(key, raw)
+        except FieldValueError as exc:
+            norm[raw], out.errors[raw] = None, str(exc)
+            continue
+        except TypeError:
+            norm[raw], out.errors[raw] = None, "expected a text value"
+            continue
+        norm[raw] = value
+        if value is None:
+            out.errors[raw] = "is empty"
+    wanted = {v for v in norm.values() if v is not None}
+    column = key if key in WRITABLE_SYSTEM_FIELDS else f"data__{key}"
+    if wanted:
+        out.ids = dict(Profile.objects.filter(database=database, **{f"{column}__in": wanted}).values_list(column, "id"))
+    missing = wanted - out.ids.keys()
+    if not missing:
+        return out, norm
+    if not create:
+        for v in missing:
+            out.errors[v] = "no profile with this key (this token may not create profiles)"
+        return out, norm
+    hashes = {erased_hash(database, key, v): v for v in missing}
+    for h in ErasedIdentity.objects.filter(database=database, key_hash__in=list(hashes)).values_list("key_hash", flat=True):
+        v = hashes[h]
+        missing.discard(v)
+        out.errors[v] = "this person was erased (data-protection request) and is not re-created"
+    if not missing:
+        return out, norm
+    template = Profile(account_id=database.account_id, database=database)
+    _defaults(sch, template)
+    absent = _missing_required(sch, template)
+    absent.pop(key, None)
+    if absent:
+        why = "cannot create the profile: the database requires " + ", ".join(sorted(absent))
+        for v in missing:
+            out.errors[v] = why
+        return out, norm
+    now = timezone.now()
+    new = []
+    for v in missing:
+        p = Profile(account_id=database.account_id, database=database, data=dict(template.data),
+                    created_at=now, updated_at=now)
+        for name in WRITABLE_SYSTEM_FIELDS:
+            if name not in ("email", "phone"):
+                setattr(p, name, getattr(template, name))
+        _set(p, key, v)
+        new.append(p)
+    with transaction.atomic():
+        Profile.objects.bulk_create(new, ignore_conflicts=True, batch_size=500)
+    found = dict(Profile.objects.filter(database=database, **{f"{column}__in": missing}).values_list(column, "id"))
+    out.ids.update(found)
+    out.created = set(found) & missing
+    for v in missing - found.keys():
+        out.errors[v] = "could not create the profile"
+    return out, norm

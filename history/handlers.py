@@ -1,0 +1,90 @@
+"""The handler registry: how higher apps (mailings, scenarios) react to events in real time.
+
+A higher app registers in its AppConfig.ready():
+
+    from history.handlers import EventHandler, register_handler
+    register_handler(EventHandler("mailings.triggers", on_events, types={"cart_abandoned", "order.placed"}))
+
+After the transaction that stored events commits, the ingestion service enqueues ONE task per
+stored batch on the trigger queue (`history.tasks.events_dispatch_trigger_task`), and only when a
+registered handler wants one of the batch's types. The task loads the batch in one query and
+calls each interested handler once with its events (a list, oldest first). Handlers must be
+idempotent (a redelivered task calls them again with the same events) and quick: heavy work is
+theirs to batch and enqueue. History never imports the apps that register here.
+
+`types=None` means every type. Custom type names are per account, so a handler that cares about
+one account's "cart_abandoned" checks `event.account_id` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from history.models import Event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventHandler:
+    name: str
+    func: Callable[[list[Event]], None]
+    types: frozenset[str] | None = None
+
+    def __init__(self, name: str, func: Callable[[list[Event]], None], types: Iterable[str] | None = None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "func", func)
+        object.__setattr__(self, "types", frozenset(types) if types is not None else None)
+
+    def wants(self, type_name: str) -> bool:
+        return self.types is None or type_name in self.types
+
+
+EVENT_HANDLERS: dict[str, EventHandler] = {}
+
+
+def register_handler(handler: EventHandler) -> None:
+    """Register (or replace, by name) a handler. Call from AppConfig.ready()."""
+    EVENT_HANDLERS[handler.name] = handler
+
+
+def unregister_handler(name: str) -> None:
+    EVENT_HANDLERS.pop(name, None)
+
+
+def wanted(type_names: Iterable[str]) -> bool:
+    """Whether any handler wants any of these types (so a batch nobody listens to costs no task)."""
+    if not EVENT_HANDLERS:
+        return False
+    names = set(type_names)
+    return any(h.types is None or h.types & names for h in EVENT_HANDLERS.values())
+
+
+def run_handlers(events: list[Event], names: dict[int, str]) -> dict[str, int]:
+    """Call every interested handler with its events; one failing handler does not stop the others
+    (its exception is logged and re-raised at the end so the task is retried)."""
+    calls: dict[str, int] = {}
+    failed: list[tuple[str, BaseException]] = []
+    for handler in list(EVENT_HANDLERS.values()):
+        mine = [e for e in events if handler.wants(names.get(e.type_id, ""))]
+        if not mine:
+            continue
+        try:
+            handler.func(mine)
+            calls[handler.name] = len(mine)
+        except Exception as exc:  # one handler's failure must not hide the batch from the others
+            log.exception("event handler %s failed on %d events", handler.name, len(mine))
+            failed.append((handler.name, exc))
+    if failed:
+        raise HandlerError(failed)
+    return calls
+
+
+class HandlerError(Exception):
+    def __init__(self, failed: list[tuple[str, BaseException]]) -> None:
+        super().__init__("; ".join(f"{name}: {exc!r}" for name, exc in failed))
+        self.failed = failed

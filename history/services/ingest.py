@@ -1,0 +1,365 @@
+"""The one way events are stored: validated, deduplicated by idempotency key, written set-based,
+then handed to the registered handlers after commit (see `history.handlers`).
+
+Every caller (the API, the JavaScript collector, tracking, the consent ledger, imports, and the
+higher apps) builds `EventIn`s and calls `events_ingest`. It never raises for one bad event:
+each item gets an `ItemResult` (stored, duplicate or error with the property that is wrong), and
+everything valid beside a bad item is stored.
+
+Writes: ids are taken from the sequence up front (PostgreSQL) so the one INSERT .. SELECT ..
+JOIN profile .. ON CONFLICT DO NOTHING RETURNING id tells exactly which items were stored; the
+join drops events for profiles that do not exist (or were erased meanwhile) in this account, and
+the conflict clause makes a concurrent duplicate (same account and key) a no-op that waits for
+the other transaction, so two simultaneous deliveries of one event store it once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone as tz
+from django.utils.dateparse import parse_datetime
+
+from accounts.models import Account
+from history import handlers
+from history.catalogue import BY_ID
+from history.models import Event, EventType, HistorySettings
+from history.schema import CompiledSchema
+from profiles.fieldtypes import Context
+
+MAX_BATCH = 1000
+MAX_PROPERTIES_BYTES = 16 * 1024
+MAX_KEY_LENGTH = 128
+MAX_FUTURE = timedelta(hours=1)
+MAX_PAST = timedelta(days=3653)
+CHANNELS = frozenset({"", "email", "sms", "webpush", "mobilepush", "telegram", "web", "app"})
+
+
+@dataclass
+class EventIn:
+    """One event to store. `type` is a type name; `occurred_at` a datetime, ISO text, epoch
+    seconds (or milliseconds), or None for now."""
+
+    type: str
+    profile_id: int | None
+    occurred_at: Any = None
+    properties: Any = None
+    key: str | None = None
+    channel: str = ""
+    resource_id: int | None = None
+    mailing_id: int | None = None
+    run_id: int | None = None
+    ledger_id: int | None = None
+    link_id: int | None = None
+    machine: bool = False
+    source: str = ""
+
+
+@dataclass
+class ItemResult:
+    index: int
+    status: str = "error"  # stored | duplicate | error
+    id: int | None = None
+    error: str = ""
+    field: str = ""
+    untyped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.id is not None:
+            d["id"] = self.id
+        if self.error:
+            d["error"] = {"field": self.field, "message": self.error}
+        if self.untyped:
+            d["untyped"] = True
+        return d
+
+
+@dataclass
+class TypeSpec:
+    id: int
+    name: str
+    strict: bool
+    enabled: bool
+    public: bool
+    schema: CompiledSchema
+
+
+@dataclass
+class TypeBook:
+    """The event types an account may store, by name (one query per batch)."""
+
+    by_name: dict[str, TypeSpec] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, account: Account) -> TypeBook:
+        ctx = Context(region=account.default_phone_region, tz=account.tzinfo)
+        book = cls()
+        rows = EventType.objects.visible_to(account).values_list("id", "name", "strict", "enabled", "properties", "account_id")
+        for id_, name, strict, enabled, props, account_id in rows:
+            st = BY_ID.get(id_) if account_id is None else None
+            public = st.public if st else account_id is not None
+            # System types are loose: their listed properties are typed when present.
+            book.by_name[name] = TypeSpec(id_, name, strict and account_id is not None, enabled, public,
+                                          CompiledSchema(props or [], ctx))
+            book.names[id_] = name
+        return book
+
+
+class _Rejected(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+
+
+def parse_time(raw: Any, now: datetime, *, earliest: datetime, too_old: str = "too far in the past") -> datetime:
+    if raw is None or raw == "":
+        return now
+    if isinstance(raw, datetime):
+        value = raw
+    elif isinstance(raw, bool):
+        raise _Rejected("time", "expected an ISO 8601 time or epoch seconds, got true/false")
+    elif isinstance(raw, int | float):
+        seconds = raw / 1000 if abs(raw) > 1e11 else raw
+        try:
+            value = datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _Rejected("time", f"{raw} is not a time") from None
+    elif isinstance(raw, str):
+        try:
+            value = parse_datetime(raw.strip())
+        except ValueError:
+            value = None
+        if value is None:
+            raise _Rejected("time", f"{raw[:40]!r} is not an ISO 8601 time (e.g. 2026-11-28T10:15:00Z)")
+    else:
+        raise _Rejected("time", f"expected an ISO 8601 time or epoch seconds, got {type(raw).__name__}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value > now + MAX_FUTURE:
+        raise _Rejected("time", f"{value.isoformat()} is in the future (more than an hour ahead of the server's clock)")
+    if value < earliest:
+        raise _Rejected("time", f"{value.isoformat()} is {too_old} (the earliest accepted is {earliest.date()})")
+    return value
+
+
+def _earliest(account: Account, now: datetime) -> tuple[datetime, str]:
+    days = HistorySettings.objects.filter(account=account).values_list("retention_days", flat=True).first()
+    if days:
+        return now - timedelta(days=days), f"older than the account's retention period ({days} days)"
+    return now - MAX_PAST, "more than 10 years ago"
+
+
+def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = "api", public_only: bool = False,
+                  book: TypeBook | None = None, now: datetime | None = None) -> list[ItemResult]:
+    """Store `events` for `account`; one result per event, in order. public_only: refuse the
+    types only the platform writes (the API and the JavaScript collector set it)."""
+    now = now or tz.now()
+    book = book or TypeBook.load(account)
+    earliest, too_old = _earliest(account, now)
+    results = [ItemResult(i) for i in range(len(events))]
+    rows: list[tuple[int, dict[str, Any]]] = []
+    first_of_key: dict[str, int] = {}
+    dup_of: dict[int, int] = {}
+    for i, ev in enumerate(events):
+        try:
+            row = _validate(ev, book, now, (earliest, too_old), public_only, source)
+        except _Rejected as r:
+            results[i].error, results[i].field = r.message, r.field
+            continue
+        key = row["idempotency_key"]
+        if key is not None:
+            if key in first_of_key:
+                dup_of[i] = first_of_key[key]
+                continue
+            first_of_key[key] = i
+        results[i].untyped = row["untyped"]
+        rows.append((i, row))
+    if rows:
+        stored = _write(account.pk, rows)
+        missing_keys = [row["idempotency_key"] for i, row in rows if i not in stored and row["idempotency_key"]]
+        existing = dict(
+            Event.objects.filter(account_id=account.pk, idempotency_key__in=missing_keys).values_list("idempotency_key", "id")
+        ) if missing_keys else {}
+        for i, row in rows:
+            if i in stored:
+                results[i].status, results[i].id = "stored", stored[i]
+            elif row["idempotency_key"] in existing:
+                results[i].status, results[i].id = "duplicate", existing[row["idempotency_key"]]
+                results[i].untyped = False
+            else:
+                results[i].error, results[i].field = "no such profile in this account", "profile"
+                results[i].untyped = False
+        if stored:
+            _dispatch_after_commit(stored, rows, book)
+    for i, first in dup_of.items():
+        r, f = results[i], results[first]
+        if f.status == "error":
+            r.error, r.field = f.error, f.field
+        else:
+            r.status, r.id = "duplicate", f.id
+            if f.status == "stored":
+                r.error, r.field = "", ""
+    return results
+
+
+def _validate(ev: EventIn, book: TypeBook, now: datetime, earliest: tuple[datetime, str], public_only: bool,
+              source: str) -> dict[str, Any]:
+    spec = book.by_name.get(ev.type) if isinstance(ev.type, str) else None
+    if spec is None:
+        raise _Rejected("event", f"unknown event type {str(ev.type)[:64]!r} (define it under History → Event types)")
+    if not spec.enabled:
+        raise _Rejected("event", f"event type {spec.name!r} is disabled")
+    if public_only and not spec.public:
+        raise _Rejected("event", f"{spec.name!r} is recorded by the platform itself and cannot be sent")
+    if not isinstance(ev.profile_id, int) or isinstance(ev.profile_id, bool):
+        raise _Rejected("profile", "name the profile")
+    occurred = parse_time(ev.occurred_at, now, earliest=earliest[0], too_old=earliest[1])
+    props = ev.properties if ev.properties is not None else {}
+    if not isinstance(props, dict):
+        raise _Rejected("properties", f"expected an object, got {type(props).__name__}")
+    key = ev.key
+    if key is not None:
+        if not isinstance(key, str | int) or isinstance(key, bool):
+            raise _Rejected("id", "expected a string")
+        key = str(key).strip()
+        if not key or len(key) > MAX_KEY_LENGTH:
+            raise _Rejected("id", f"must be 1 to {MAX_KEY_LENGTH} characters")
+    channel = ev.channel or ""
+    if channel not in CHANNELS:
+        raise _Rejected("channel", f"{str(channel)[:20]!r} is not a channel ({', '.join(sorted(c for c in CHANNELS if c))})")
+    converted, errors = spec.schema.check(props)
+    untyped = False
+    if errors:
+        if spec.strict:
+            name, why = next(iter(errors.items()))
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise _Rejected(f"properties.{name}", f"{why}{more}")
+        converted, untyped = props, True
+    try:
+        encoded = json.dumps(converted, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _Rejected("properties", f"cannot be stored as JSON: {exc}") from None
+    if len(encoded.encode()) > MAX_PROPERTIES_BYTES:
+        raise _Rejected("properties", f"larger than {MAX_PROPERTIES_BYTES // 1024} KB ({len(encoded.encode()):,} bytes)")
+    if "\\u0000" in encoded:
+        raise _Rejected("properties", "contains a NUL character")
+    return {
+        "profile_id": ev.profile_id, "type_id": spec.id, "occurred_at": occurred, "channel": channel,
+        "resource_id": ev.resource_id, "mailing_id": ev.mailing_id, "run_id": ev.run_id, "ledger_id": ev.ledger_id,
+        "link_id": ev.link_id, "properties": encoded, "source": (ev.source or source)[:32], "idempotency_key": key,
+        "machine": bool(ev.machine), "untyped": untyped,
+    }
+
+
+_COLS = ("id", "account_id", "database_id", "profile_id", "type_id", "occurred_at", "received_at", "channel", "resource_id",
+         "mailing_id", "run_id", "ledger_id", "link_id", "properties", "source", "idempotency_key", "machine", "untyped")
+_VALUE_COLS = ("profile_id", "type_id", "occurred_at", "channel", "resource_id", "mailing_id", "run_id", "ledger_id",
+               "link_id", "properties", "source", "idempotency_key", "machine", "untyped")
+
+
+def _write(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
+    """Insert the rows; {item index: new event id} for those stored."""
+    if connection.vendor == "postgresql":
+        return _write_pg(account_id, rows)
+    return _write_sqlite(account_id, rows)
+
+
+# The first row's casts type the VALUES list's columns (NULLs would otherwise be text).
+_PG_ROW = ("(%s::bigint,%s::bigint,%s::int,%s::timestamptz,%s::varchar,%s::bigint,%s::bigint,%s::bigint,%s::bigint,"
+           "%s::bigint,%s::jsonb,%s::varchar,%s::varchar,%s::bool,%s::bool)")
+_PG_ROW_BARE = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+
+
+def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
+    received = tz.now()
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SELECT nextval(pg_get_serial_sequence('history_event', 'id')) FROM generate_series(1, %s)", [len(rows)])
+        ids = [r[0] for r in cur.fetchall()]
+        by_id = {}
+        params: list[Any] = []
+        values = []
+        for (i, row), id_ in zip(rows, ids, strict=True):
+            by_id[id_] = i
+            values.append(_PG_ROW if not values else _PG_ROW_BARE)
+            params.append(id_)
+            params.extend(row[c] for c in _VALUE_COLS)
+        cur.execute(
+            f"INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (placeholders only)
+            f"SELECT v.id, p.account_id, p.database_id, v.profile_id, v.type_id, v.occurred_at, %s, v.channel, v.resource_id, "
+            f"v.mailing_id, v.run_id, v.ledger_id, v.link_id, v.properties, v.source, v.idempotency_key, v.machine, v.untyped "
+            f"FROM (VALUES {', '.join(values)}) AS v (id, {', '.join(_VALUE_COLS)}) "
+            f"JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id = %s "
+            f"ORDER BY v.idempotency_key "
+            f"ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+            [received, *params, account_id],
+        )
+        return {by_id[r[0]]: r[0] for r in cur.fetchall()}
+
+
+_SQLITE_CHUNK = 400
+
+
+def _sqlite_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
+    received = tz.now()
+    stored: dict[int, int] = {}
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'history_event'), 0), "
+                    "coalesce((SELECT max(id) FROM history_event), 0))")
+        next_id = cur.fetchone()[0] + 1
+        for start in range(0, len(rows), _SQLITE_CHUNK):
+            chunk = rows[start:start + _SQLITE_CHUNK]
+            by_id = {}
+            params: list[Any] = []
+            values = []
+            for i, row in chunk:
+                by_id[next_id] = i
+                values.append("(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+                params.append(next_id)
+                params.extend(
+                    _sqlite_time(row[c]) if c == "occurred_at" else row[c] for c in _VALUE_COLS
+                )
+                next_id += 1
+            cur.execute(
+                f"INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (placeholders only)
+                f"SELECT v.column1, p.account_id, p.database_id, v.column2, v.column3, v.column4, %s, v.column5, v.column6, "
+                f"v.column7, v.column8, v.column9, v.column10, v.column11, v.column12, v.column13, v.column14, v.column15 "
+                f"FROM (VALUES {', '.join(values)}) AS v "
+                f"JOIN profiles_profile p ON p.id = v.column2 AND p.account_id = %s WHERE true "
+                f"ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+                [_sqlite_time(received), *params, account_id],
+            )
+            stored.update({by_id[r[0]]: r[0] for r in cur.fetchall()})
+    return stored
+
+
+def _dispatch_after_commit(stored: dict[int, int], rows: list[tuple[int, dict[str, Any]]], book: TypeBook) -> None:
+    type_names = {book.names.get(row["type_id"], "") for i, row in rows if i in stored}
+    if not handlers.wanted(type_names):
+        return
+    ids = sorted(stored.values())
+
+    def enqueue() -> None:
+        from history.tasks import events_dispatch_trigger_task
+
+        events_dispatch_trigger_task.delay(ids)
+
+    transaction.on_commit(enqueue)
+
+
+def events_dispatch(ids: Iterable[int]) -> dict[str, int]:
+    """Hand stored events to the registered handlers (the trigger task's body)."""
+    events = list(Event.objects.filter(id__in=list(ids)).order_by("occurred_at", "id"))
+    if not events:
+        return {}
+    names = dict(EventType.objects.filter(id__in={e.type_id for e in events}).values_list("id", "name"))
+    return handlers.run_handlers(events, names)

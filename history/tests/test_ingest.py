@@ -1,0 +1,262 @@
+"""The ingestion service: validation with per-item errors, deduplication, set-based writes,
+handler dispatch after commit."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone as tz
+
+from history.catalogue import type_id
+from history.handlers import EVENT_HANDLERS, EventHandler, register_handler, unregister_handler
+from history.models import Event
+from history.services import EventIn, events_ingest, ingest_payloads
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+
+def test_stores_events_with_their_references(acme, anna, cart_abandoned):
+    when = tz.now() - timedelta(hours=2)
+    [r] = events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, when, {"sku": "A-1", "price": "19.90"},
+                                                      key="e-1", channel="web", mailing_id=7)])
+    assert r.status == "stored" and r.id
+    e = Event.objects.get(pk=r.id)
+    assert (e.account_id, e.database_id, e.profile_id, e.type_id) == (acme.pk, anna.database_id, anna.pk, cart_abandoned.pk)
+    assert e.occurred_at == when and e.channel == "web" and e.mailing_id == 7 and e.idempotency_key == "e-1"
+    assert e.properties == {"sku": "A-1", "price": 19.9}  # typed by the schema
+    assert not e.untyped and e.received_at >= when
+
+
+def test_same_id_is_stored_once_and_answered_as_duplicate(acme, anna, cart_abandoned):
+    ev = EventIn("cart_abandoned", anna.pk, None, {"sku": "A-1"}, key="e-1")
+    [first] = events_ingest(account=acme, events=[ev])
+    [again, in_batch_1, in_batch_2] = events_ingest(account=acme, events=[ev, EventIn("cart_abandoned", anna.pk, None, {"sku": "B"}, key="e-2"),
+                                                                      EventIn("cart_abandoned", anna.pk, None, {"sku": "B"}, key="e-2")])
+    assert again.status == "duplicate" and again.id == first.id
+    assert in_batch_1.status == "stored" and in_batch_2.status == "duplicate" and in_batch_2.id == in_batch_1.id
+    assert Event.objects.filter(account_id=acme.pk).count() == 2
+
+
+def test_keys_are_per_account(acme, globex, anna, gina, cart_abandoned):
+    [a] = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk, key="same")])
+    [g] = events_ingest(account=globex, events=[EventIn("page.viewed", gina.pk, key="same")])
+    assert a.status == g.status == "stored" and a.id != g.id
+
+
+def test_each_bad_item_gets_its_reason_and_the_rest_is_stored(acme, anna, gina, cart_abandoned):
+    now = tz.now()
+    events = [
+        EventIn("cart_abandoned", anna.pk, None, {"sku": "ok"}),                      # 0 stored
+        EventIn("no_such_type", anna.pk),                                            # 1
+        EventIn("cart_abandoned", anna.pk, None, {"price": "cheap", "sku": "x"}),     # 2 wrong type
+        EventIn("cart_abandoned", anna.pk, None, {"price": 3}),                      # 3 required missing
+        EventIn("page.viewed", anna.pk, now + timedelta(days=2)),                    # 4 future
+        EventIn("page.viewed", anna.pk, datetime(1999, 1, 1, tzinfo=UTC)),           # 5 far past
+        EventIn("page.viewed", anna.pk, "yesterday"),                               # 6 unparsable
+        EventIn("page.viewed", anna.pk, None, {"blob": "x" * 20000}),                # 7 oversize
+        EventIn("page.viewed", anna.pk, None, ["not", "an", "object"]),              # 8
+        EventIn("page.viewed", gina.pk),                                             # 9 another account's profile
+        EventIn("page.viewed", anna.pk, None, None, key="k" * 200),                  # 10 key too long
+        EventIn("page.viewed", anna.pk, None, None, channel="pigeon"),               # 11
+        EventIn("page.viewed", anna.pk, now - timedelta(days=1)),                    # 12 stored
+    ]
+    results = events_ingest(account=acme, events=events)
+    by = {r.index: r for r in results}
+    assert [r.status for r in results].count("stored") == 2 and by[0].status == by[12].status == "stored"
+    assert by[1].field == "event" and "unknown event type 'no_such_type'" in by[1].error
+    assert by[2].field == "properties.price" and "not a number" in by[2].error
+    assert by[3].field == "properties.sku" and by[3].error == "is required"
+    assert by[4].field == "time" and "future" in by[4].error
+    assert (by[5].field == "time" and "past" in by[5].error) or "years ago" in by[5].error
+    assert by[6].field == "time" and "ISO 8601" in by[6].error
+    assert by[7].field == "properties" and "16 KB" in by[7].error
+    assert by[8].field == "properties" and "object" in by[8].error
+    assert by[9].field == "profile" and by[9].status == "error"
+    assert by[10].field == "id"
+    assert by[11].field == "channel"
+    assert Event.objects.filter(account_id=acme.pk).count() == 2
+
+
+def test_loose_type_stores_mismatches_untyped(acme, anna, cart_abandoned):
+    cart_abandoned.strict = False
+    cart_abandoned.save()
+    [r] = events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"price": "cheap"})])
+    assert r.status == "stored" and r.untyped
+    e = Event.objects.get(pk=r.id)
+    assert e.untyped and e.properties == {"price": "cheap"}
+
+
+def test_platform_types_are_refused_from_integrations(acme, anna):
+    [r] = events_ingest(account=acme, events=[EventIn("message.opened", anna.pk)], public_only=True)
+    assert r.status == "error" and "recorded by the platform" in r.error
+    [ok] = events_ingest(account=acme, events=[EventIn("message.opened", anna.pk)], public_only=False)
+    assert ok.status == "stored" and Event.objects.get(pk=ok.id).type_id == type_id("message.opened")
+
+
+def test_disabled_type_is_refused(acme, anna, cart_abandoned):
+    cart_abandoned.enabled = False
+    cart_abandoned.save()
+    [r] = events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "x"})])
+    assert r.status == "error" and "disabled" in r.error
+
+
+def test_retention_bounds_the_past(acme, anna):
+    from accounts.access import Actor
+    from history.services import retention_set
+
+    retention_set(account=acme, days=30, actor=Actor.system())
+    [r] = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk, tz.now() - timedelta(days=40))])
+    assert r.status == "error" and "retention period (30 days)" in r.error
+
+
+def test_many_events_in_one_call(acme, anna, ben):
+    events = [EventIn("page.viewed", (anna.pk, ben.pk)[i % 2], tz.now() - timedelta(seconds=i), {"url": f"/p/{i}"},
+                      key=f"k{i}") for i in range(1000)]
+    results = events_ingest(account=acme, events=events)
+    assert all(r.status == "stored" for r in results)
+    assert len({r.id for r in results}) == 1000
+    assert Event.objects.filter(profile_id=anna.pk).count() == 500
+    # ids map back to the right items
+    e = Event.objects.get(pk=results[123].id)
+    assert e.properties == {"url": "/p/123"} and e.idempotency_key == "k123"
+
+
+# --- handlers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def received():
+    got: list[list[tuple[int, int]]] = []
+    register_handler(EventHandler("test.carts", lambda evs: got.append([(e.id, e.type_id) for e in evs]),
+                                  types={"cart_abandoned"}))
+    yield got
+    unregister_handler("test.carts")
+    assert "test.carts" not in EVENT_HANDLERS
+
+
+def test_handlers_get_their_types_in_one_call_after_commit(acme, anna, cart_abandoned, received, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        results = events_ingest(account=acme, events=[
+            EventIn("cart_abandoned", anna.pk, None, {"sku": "a"}),
+            EventIn("page.viewed", anna.pk),
+            EventIn("cart_abandoned", anna.pk, None, {"sku": "b"}),
+        ])
+        assert received == []  # nothing before commit
+    assert len(callbacks) == 1
+    assert received == [[(results[0].id, cart_abandoned.pk), (results[2].id, cart_abandoned.pk)]]
+
+
+def test_no_task_when_nobody_listens(acme, anna, received, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk)])
+    assert callbacks == [] and received == []
+
+
+def test_rolled_back_events_reach_no_handler(acme, anna, cart_abandoned, received, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):  # noqa: SIM117
+        with transaction.atomic():
+            events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
+            raise RuntimeError("the caller's transaction fails")
+    assert received == [] and not Event.objects.filter(account_id=acme.pk).exists()
+
+
+def test_duplicates_do_not_dispatch_again(acme, anna, cart_abandoned, received, django_capture_on_commit_callbacks):
+    ev = EventIn("cart_abandoned", anna.pk, None, {"sku": "a"}, key="once")
+    with django_capture_on_commit_callbacks(execute=True):
+        events_ingest(account=acme, events=[ev])
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        events_ingest(account=acme, events=[ev])
+    assert callbacks == [] and len(received) == 1
+
+
+# --- payloads (what the API and the collector send) --------------------------------------------------
+
+
+def test_payloads_resolve_profiles_by_match_key(acme, shop, anna, cart_abandoned):
+    out = ingest_payloads(account=acme, database=shop, items=[
+        {"id": "1", "event": "cart_abandoned", "profile": {"email": "ANNA@shop.example.com"}, "properties": {"sku": "x"}},
+        {"id": "2", "event": "page.viewed", "profile": {"customer_id": "C-1"}},
+        {"id": "3", "event": "page.viewed", "profile": {"id": anna.pk}},
+        {"id": "4", "event": "page.viewed", "profile": {"email": "nobody@example.com"}},
+        {"id": "5", "event": "page.viewed", "profile": {"city": "Berlin"}},
+        {"id": "6", "event": "page.viewed", "profile": {"email": "not-an-email"}},
+        {"id": "7", "event": "page.viewed", "profile": {"email": "anna@shop.example.com"}, "colour": "red"},
+        "not an object",
+    ])
+    st = [r.status for r in out.results]
+    assert st == ["stored", "stored", "stored", "error", "error", "error", "error", "error"]
+    assert "may not create" in out.results[3].error and out.results[3].field == "profile.email"
+    assert "not a match key" in out.results[4].error
+    assert out.results[5].field == "profile.email"
+    assert out.results[6].field == "colour"
+    assert set(Event.objects.filter(account_id=acme.pk).values_list("profile_id", flat=True)) == {anna.pk}
+
+
+def test_payloads_create_unknown_profiles_when_allowed(acme, shop):
+    from profiles.models import Profile
+
+    items = [{"event": "page.viewed", "profile": {"email": f"new{i}@example.com"}} for i in range(3)]
+    items.append({"event": "page.viewed", "profile": {"email": "new0@example.com"}})
+    out = ingest_payloads(account=acme, database=shop, items=items, create_profiles=True)
+    assert [r.status for r in out.results] == ["stored"] * 4 and out.profiles_created == 3
+    assert Profile.objects.filter(database=shop).count() == 3
+
+
+def test_payloads_never_recreate_an_erased_person(acme, shop, anna):
+    from accounts.access import Actor
+    from profiles.services import profile_erase
+
+    profile_erase(profile=anna, actor=Actor.system())
+    out = ingest_payloads(account=acme, database=shop, items=[{"event": "page.viewed", "profile": {"email": "anna@shop.example.com"}}],
+                          create_profiles=True)
+    assert out.results[0].status == "error" and "erased" in out.results[0].error
+
+
+def test_resource_by_slug(acme, shop, anna):
+    from accounts.access import Actor
+    from resources.services import resource_create
+
+    site = resource_create(account=acme, database=shop, actor=Actor.system(), values={"name": "Web shop", "channels": ["email"]})
+    out = ingest_payloads(account=acme, database=shop, items=[
+        {"event": "page.viewed", "profile": {"id": anna.pk}, "resource": site.slug},
+        {"event": "page.viewed", "profile": {"id": anna.pk}, "resource": "nope"},
+    ])
+    assert out.results[0].status == "stored" and Event.objects.get(pk=out.results[0].id).resource_id == site.pk
+    assert out.results[1].field == "resource"
+
+
+# --- concurrency (PostgreSQL: real transactions in threads) -----------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_batches_store_each_event_once(acme, anna, cart_abandoned):
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite has one writer)")
+    events = [EventIn("cart_abandoned", anna.pk, None, {"sku": str(i)}, key=f"c{i}") for i in range(200)]
+    barrier = threading.Barrier(4)
+    outcomes: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def deliver(order: list[EventIn]) -> None:
+        from django.db import connections
+
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append([r.status for r in events_ingest(account=acme, events=order)])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(events if n % 2 else list(reversed(events)),)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert sum(s.count("stored") for s in outcomes) == 200
+    assert sum(s.count("duplicate") for s in outcomes) == 600
+    assert Event.objects.filter(account_id=acme.pk).count() == 200
