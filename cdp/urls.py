@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("profiles.urls")),
     path("", include("resources.urls")),
+    path("", include("history.urls")),
     path("p/", include("resources.urls_public")),
     path("t/", include("history.urls_tracking")),
 ]

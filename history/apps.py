@@ -11,7 +11,9 @@ class HistoryConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.audit import register_verbs
+        from accounts.demo import DEMO_HOOKS
         from history import services
+        from history.demo import demo_history
         from profiles.services import ERASURE_HANDLERS, MERGE_HANDLERS
         from resources.services import CONSENT_HANDLERS
 
@@ -22,6 +24,8 @@ class HistoryConfig(AppConfig):
             ERASURE_HANDLERS.append(services.events_erase)
         if services.consent_events not in CONSENT_HANDLERS:
             CONSENT_HANDLERS.append(services.consent_events)
+        if demo_history not in DEMO_HOOKS:
+            DEMO_HOOKS.append(demo_history)
         register_verbs(
             {
                 "event_type.created": "created an event type",

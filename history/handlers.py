@@ -9,7 +9,8 @@ After the transaction that stored events commits, the ingestion service enqueues
 stored batch on the trigger queue (`history.tasks.events_dispatch_trigger_task`), and only when a
 registered handler wants one of the batch's types. The task loads the batch in one query and
 calls each interested handler once with its events (a list, oldest first). Handlers must be
-idempotent (a redelivered task calls them again with the same events) and quick: heavy work is
+idempotent (a redelivered task calls them again with the same events; a failing handler is
+retried alone, with backoff) and quick: heavy work is
 theirs to batch and enqueue. History never imports the apps that register here.
 
 `types=None` means every type. Custom type names are per account, so a handler that cares about
@@ -64,12 +65,15 @@ def wanted(type_names: Iterable[str]) -> bool:
     return any(h.types is None or h.types & names for h in EVENT_HANDLERS.values())
 
 
-def run_handlers(events: list[Event], names: dict[int, str]) -> dict[str, int]:
+def run_handlers(events: list[Event], names: dict[int, str], only: Iterable[str] | None = None) -> dict[str, int]:
     """Call every interested handler with its events; one failing handler does not stop the others
     (its exception is logged and re-raised at the end so the task is retried)."""
     calls: dict[str, int] = {}
     failed: list[tuple[str, BaseException]] = []
+    chosen = set(only) if only is not None else None
     for handler in list(EVENT_HANDLERS.values()):
+        if chosen is not None and handler.name not in chosen:
+            continue
         mine = [e for e in events if handler.wants(names.get(e.type_id, ""))]
         if not mine:
             continue

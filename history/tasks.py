@@ -10,15 +10,17 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
-def events_dispatch_trigger_task(self, ids: list[int]) -> dict[str, int]:
-    """Hand a stored batch to the registered handlers (trigger queue: reacts within a second)."""
+def events_dispatch_trigger_task(self, ids: list[int], only: list[str] | None = None) -> dict[str, int]:
+    """Hand a stored batch to the registered handlers (trigger queue: reacts within a second). A
+    handler that fails is retried with backoff, alone: the others are not called twice."""
     from history.handlers import HandlerError
     from history.services import events_dispatch
 
     try:
-        return events_dispatch(ids)
+        return events_dispatch(ids, only=only)
     except HandlerError as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+        failed = [name for name, _ in exc.failed]
+        raise self.retry(args=[ids, failed], exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
 
 
 @shared_task

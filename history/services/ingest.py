@@ -210,6 +210,8 @@ def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = 
 
 def _validate(ev: EventIn, book: TypeBook, now: datetime, earliest: tuple[datetime, str], public_only: bool,
               source: str) -> dict[str, Any]:
+    if not ev.type:
+        raise _Rejected("event", "name the event type (e.g. \"page.viewed\" or one of the account's own types)")
     spec = book.by_name.get(ev.type) if isinstance(ev.type, str) else None
     if spec is None:
         raise _Rejected("event", f"unknown event type {str(ev.type)[:64]!r} (define it under History → Event types)")
@@ -356,10 +358,10 @@ def _dispatch_after_commit(stored: dict[int, int], rows: list[tuple[int, dict[st
     transaction.on_commit(enqueue)
 
 
-def events_dispatch(ids: Iterable[int]) -> dict[str, int]:
-    """Hand stored events to the registered handlers (the trigger task's body)."""
+def events_dispatch(ids: Iterable[int], only: Iterable[str] | None = None) -> dict[str, int]:
+    """Hand stored events to the registered handlers (the trigger task's body); `only`: these handlers."""
     events = list(Event.objects.filter(id__in=list(ids)).order_by("occurred_at", "id"))
     if not events:
         return {}
     names = dict(EventType.objects.filter(id__in={e.type_id for e in events}).values_list("id", "name"))
-    return handlers.run_handlers(events, names)
+    return handlers.run_handlers(events, names, only=only)
