@@ -49,7 +49,12 @@ def _isolated_files(settings, tmp_path) -> None:
 def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
+    from history import tracking
+
     cache.clear()
+    # Process-level caches keyed by ids that repeat across tests (SQLite reuses them after a rollback).
+    tracking._LINKS.clear()
+    tracking._client = None
     yield
 
 

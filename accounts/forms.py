@@ -53,6 +53,10 @@ class ApiTokenForm(StyledForm):
     name = forms.CharField(max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. Shop backend"}))
     role = forms.ChoiceField(choices=(), help_text="The token can do what a member with this role can.")
     expires_in_days = forms.ChoiceField(choices=EXPIRY_CHOICES, required=False, label="Expires")
+    create_profiles = forms.BooleanField(
+        required=False, label="May create profiles from events",
+        help_text="Events that name an unknown profile create it. Off: they are refused with an error.",
+    )
 
     def __init__(self, *args: Any, actor_role: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -403,6 +403,7 @@ def api_token_list_view(request: HttpRequest) -> HttpResponse:
                     role=form.cleaned_data["role"],
                     actor=Actor.from_request(request),
                     expires_at=timezone.now() + timedelta(days=int(days)) if days else None,
+                    create_profiles=form.cleaned_data["create_profiles"],
                 )
             except AccountError as exc:
                 form.add_error("role", str(exc))

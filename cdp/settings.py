@@ -204,6 +204,12 @@ PUBLIC_SUBSCRIBE_RATE_RESOURCE = env.int("PUBLIC_SUBSCRIBE_RATE_RESOURCE", defau
 # How long a double opt-in confirmation link works.
 SUBSCRIPTION_CONFIRM_MAX_AGE = timedelta(days=env.int("SUBSCRIPTION_CONFIRM_DAYS", default=7))
 
+# --- Website tracking (the JavaScript snippet's collector, /t/collect/<key>) --------------------------
+# Requests a minute per (resource key, client IP) and per resource key; the largest body accepted.
+TRACKING_COLLECT_RATE_IP = env.int("TRACKING_COLLECT_RATE_IP", default=120)
+TRACKING_COLLECT_RATE_KEY = env.int("TRACKING_COLLECT_RATE_KEY", default=6000)
+TRACKING_COLLECT_MAX_BYTES = env.int("TRACKING_COLLECT_MAX_BYTES", default=512 * 1024)
+
 # --- E-mail ----------------------------------------------------------------------------------
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"{SITE_NAME} <no-reply@localhost>")

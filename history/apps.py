@@ -14,7 +14,9 @@ class HistoryConfig(AppConfig):
         from accounts.demo import DEMO_HOOKS
         from history import services
         from history.demo import demo_history
+        from history.views.timeline import TAB, timeline_tab_context
         from profiles.services import ERASURE_HANDLERS, MERGE_HANDLERS
+        from profiles.views.profiles import CardTab, add_card_tab
         from resources.services import CONSENT_HANDLERS
 
         post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="history.sync_system_types")
@@ -24,6 +26,8 @@ class HistoryConfig(AppConfig):
             ERASURE_HANDLERS.append(services.events_erase)
         if services.consent_events not in CONSENT_HANDLERS:
             CONSENT_HANDLERS.append(services.consent_events)
+        # Key "events": the card's own "history" tab is the profile's data changes.
+        add_card_tab(CardTab(TAB, "Events", "history/_card_timeline.html", timeline_tab_context), after="subscriptions")
         if demo_history not in DEMO_HOOKS:
             DEMO_HOOKS.append(demo_history)
         register_verbs(
@@ -32,6 +36,7 @@ class HistoryConfig(AppConfig):
                 "event_type.updated": "changed an event type",
                 "event_type.deleted": "deleted an event type",
                 "history.retention_changed": "changed how long events are kept",
+                "history.events_imported": "imported events",
             }
         )
 

@@ -40,3 +40,12 @@ def retention_cleanup_bulk_task() -> int:
     for account_id in retention_accounts_due():
         total += retention_cleanup(account_id=account_id)
     return total
+
+
+@shared_task
+def retention_cleanup_account_bulk_task(account_id: int) -> int:
+    """Delete one account's events older than its retention period now (the settings page's
+    "Clean up now"), in batches; the page shows it running until last_cleanup_at moves."""
+    from history.services import retention_cleanup
+
+    return retention_cleanup(account_id=account_id)

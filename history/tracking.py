@@ -15,8 +15,8 @@ a concurrent replay of the same hit (a 10-second cache key), and then:
 - embedded (no Redis): stores the hit directly (SQLite is local);
 - if Redis fails, it falls back to storing directly; if that fails too, the hit is logged and
   the answer still goes out.
-Every hit carries its own idempotency key, so a drain that is interrupted and runs again stores
-each hit once.
+Every hit carries an idempotency key made of its claims and its 10-second slot, so a drain that
+is interrupted and runs again, or a concurrent copy that got past the replay check, stores it once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -188,11 +188,21 @@ def machine_reason(*, method: str, user_agent: str, ip: str | None, sent_at: int
 
 
 def hit_payload(kind: str, c: Claims, *, reason: str, user_agent: str, when: datetime | None = None) -> dict[str, Any]:
+    when = when or tz.now()
     return {
         "k": kind, "a": c.account_id, "p": c.profile_id, "l": c.ledger_id, "m": c.mailing_id, "r": c.run_id,
         "res": c.resource_id, "link": c.link_id, "ch": c.channel, "mr": reason, "ua": (user_agent or "")[:300],
-        "t": (when or tz.now()).astimezone(UTC).isoformat(), "id": uuid.uuid4().hex,
+        "t": when.astimezone(UTC).isoformat(), "id": hit_id(kind, c, when),
     }
+
+
+def hit_id(kind: str, c: Claims, when: datetime) -> str:
+    """The same hit (kind and claims) in the same REPLAY_WINDOW-second slot gets the same id, so its
+    idempotency key stores it once even when `is_replay` let a concurrent copy through: the cache's
+    add is not atomic everywhere (the embedded default's file cache checks, then writes), and a
+    cache that is down lets every copy through."""
+    digest = hashlib.sha256(f"{kind}:{astuple(c)}".encode()).hexdigest()[:24]
+    return f"{digest}-{int(when.timestamp()) // REPLAY_WINDOW}"
 
 
 def is_replay(kind: str, token: str) -> bool:

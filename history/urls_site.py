@@ -1,5 +1,12 @@
-"""URL patterns (included by history/urls.py)."""
+"""The website tracking setup page (included by history/urls.py into the "history" namespace)."""
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from history.views import site
+
+urlpatterns = [
+    path("history/tracking/", site.site_tracking, name="site_tracking"),
+    path("history/tracking/<slug:slug>/events/", site.site_tracking_events, name="site_tracking_events"),
+]

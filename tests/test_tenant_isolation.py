@@ -26,6 +26,8 @@ from accounts.access import Actor
 from accounts.models import Account, ApiToken, Invitation, Job, Membership, User
 from accounts.permissions import Role
 from accounts.services import api_token_create
+from history.models import Event, EventType
+from history.services import EventIn, events_ingest, eventtype_create
 from profiles.models import Profile, ProfileDatabase, ProfileImport
 from profiles.services import database_create, field_add, profile_upsert
 from resources.models import Resource, Subscription, Suppression
@@ -49,12 +51,24 @@ class World:
     subscription: Subscription
     suppression: Suppression
     suppressions_job: Job
+    event_type: EventType
+    event: Event
 
 
 Build = Callable[[World], dict[str, Any]]
 
 # route name -> the URL kwargs naming an object of account A. Extend as apps add routes.
 OBJECT_ROUTES: dict[str, Build] = {
+    # history
+    "api:profile_events_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
+    "api:eventtype_get_api": lambda w: {"name": w.event_type.name},
+    "api:eventtype_update_api": lambda w: {"name": w.event_type.name},
+    "api:eventtype_delete_api": lambda w: {"name": w.event_type.name},
+    "history:type_detail": lambda w: {"name": w.event_type.name},
+    "history:type_delete": lambda w: {"name": w.event_type.name},
+    "history:timeline": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
+    "history:event_detail": lambda w: {"pk": w.event.pk},
+    "history:site_tracking_events": lambda w: {"slug": w.resource.slug},
     "accounts:member_role": lambda w: {"pk": w.member.pk},
     "accounts:member_remove": lambda w: {"pk": w.member.pk},
     "accounts:invitation_action": lambda w: {"pk": w.invitation.pk, "action": "revoke"},
@@ -123,6 +137,11 @@ OBJECT_ROUTES: dict[str, Build] = {
 
 # Routes with parameters that do not name a tenant object, and why.
 NOT_TENANT_OBJECTS: dict[str, str] = {
+    "tracking:collect": "public endpoint of the website snippet; the resource's public key is the credential",
+    "tracking:open": "public pixel; the signed token is the credential (history/tests/test_tracking.py: forged, "
+                     "other account's link)",
+    "tracking:click": "public redirect; the signed token is the credential and only its account's stored link is "
+                      "followed (history/tests/test_tracking.py)",
     "accounts:invitation_accept": "public page; the secret key in the URL is the credential",
     "accounts:password_reset_confirm": "public page; the signed token in the URL is the credential",
     "api_not_found": "answers 404 in the API error shape for any unknown path",
@@ -196,6 +215,9 @@ def world(acme, olivia, alice) -> World:
     subscription = subscription_create(profile=profile, resource=resource, channel="email", address=profile.email,
                                        actor=Actor.system(), via=Via(source="test"))
     suppression, _ = suppression_add(account=acme, kind="email", value="blocked@acme.example", actor=Actor.system())
+    # A custom type only acme has (globex must not get one of the same name: its own would answer).
+    event_type = eventtype_create(account=acme, name="acme_only", actor=Actor.system())
+    [stored] = events_ingest(account=acme, events=[EventIn("acme_only", profile.pk, key="acme-event")])
     return World(
         account=acme,
         owner=olivia,
@@ -214,6 +236,8 @@ def world(acme, olivia, alice) -> World:
         suppression=suppression,
         suppressions_job=Job.objects.create(account=acme, kind="suppressions.import", title="Import suppressions",
                                             state=Job.State.SUCCEEDED, result={"added": 1}),
+        event_type=event_type,
+        event=Event.objects.get(pk=stored.id),
     )
 
 

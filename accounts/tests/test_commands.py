@@ -50,3 +50,9 @@ def test_create_api_token_prints_the_token_alone_on_the_last_line(acme, client):
 def test_create_api_token_names_the_unknown_account(acme):
     with pytest.raises(CommandError, match=r"No account with slug 'nope'.*acme"):
         _run("create_api_token", "--account", "nope", "--role", "admin")
+
+
+def test_create_api_token_may_allow_creating_profiles(acme):
+    _run("create_api_token", "--account", "acme", "--role", "marketer", "--name", "site events", "--create-profiles")
+    _run("create_api_token", "--account", "acme", "--role", "marketer", "--name", "plain")
+    assert dict(ApiToken.objects.values_list("name", "create_profiles")) == {"site events": True, "plain": False}

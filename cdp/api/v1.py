@@ -26,12 +26,14 @@ install_error_handlers(api)
 
 def _register_routers() -> None:
     from accounts.api import router as accounts_router
+    from history.api import router as history_router
     from profiles.api import router as profiles_router
     from resources.api import router as resources_router
 
     api.add_router("/", accounts_router)
     api.add_router("/", profiles_router)
     api.add_router("/", resources_router)
+    api.add_router("/", history_router)
 
 
 _register_routers()

@@ -155,6 +155,29 @@ def _earliest(account: Account, now: datetime) -> tuple[datetime, str]:
     return now - MAX_PAST, "more than 10 years ago"
 
 
+@dataclass
+class EventChecker:
+    """Checks events the way `events_ingest` does, without storing them (for callers that must
+    answer before or without knowing the profile, such as the public collector)."""
+
+    book: TypeBook
+    now: datetime
+    earliest: tuple[datetime, str]
+
+    @classmethod
+    def for_account(cls, account: Account, book: TypeBook | None = None, now: datetime | None = None) -> EventChecker:
+        now = now or tz.now()
+        return cls(book or TypeBook.load(account), now, _earliest(account, now))
+
+    def problem(self, ev: EventIn, *, public_only: bool = True) -> tuple[str, str] | None:
+        """(field, message) of what is wrong with the event itself (not its profile), or None."""
+        try:
+            _validate(ev, self.book, self.now, self.earliest, public_only, ev.source or "")
+        except _Rejected as r:
+            return r.field, r.message
+        return None
+
+
 def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = "api", public_only: bool = False,
                   book: TypeBook | None = None, now: datetime | None = None) -> list[ItemResult]:
     """Store `events` for `account`; one result per event, in order. public_only: refuse the
@@ -272,10 +295,21 @@ def _write(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int,
     return _write_sqlite(account_id, rows)
 
 
-# The first row's casts type the VALUES list's columns (NULLs would otherwise be text).
-_PG_ROW = ("(%s::bigint,%s::bigint,%s::int,%s::timestamptz,%s::varchar,%s::bigint,%s::bigint,%s::bigint,%s::bigint,"
-           "%s::bigint,%s::jsonb,%s::varchar,%s::varchar,%s::bool,%s::bool)")
-_PG_ROW_BARE = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+# The batch travels as ONE JSON parameter read by jsonb_to_recordset: the driver adapts a single
+# string (no per-value Python adaptation, no statement with thousands of placeholders), and the
+# properties go in as JSON without being encoded twice.
+_PG_RECORD = ("id bigint, profile_id bigint, type_id int, occurred_at timestamptz, channel varchar, resource_id bigint, "
+              "mailing_id bigint, run_id bigint, ledger_id bigint, link_id bigint, properties jsonb, source varchar, "
+              "idempotency_key varchar, machine bool, untyped bool")
+_PG_INSERT = (
+    f"INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (constants only)
+    "SELECT v.id, p.account_id, p.database_id, v.profile_id, v.type_id, v.occurred_at, %s, v.channel, v.resource_id, "
+    "v.mailing_id, v.run_id, v.ledger_id, v.link_id, v.properties, v.source, v.idempotency_key, v.machine, v.untyped "
+    f"FROM jsonb_to_recordset(%s::jsonb) AS v ({_PG_RECORD}) "
+    "JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id = %s "
+    "ORDER BY v.idempotency_key "
+    "ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+)
 
 
 def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
@@ -284,24 +318,23 @@ def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[i
         cur.execute("SELECT nextval(pg_get_serial_sequence('history_event', 'id')) FROM generate_series(1, %s)", [len(rows)])
         ids = [r[0] for r in cur.fetchall()]
         by_id = {}
-        params: list[Any] = []
-        values = []
+        records = []
         for (i, row), id_ in zip(rows, ids, strict=True):
             by_id[id_] = i
-            values.append(_PG_ROW if not values else _PG_ROW_BARE)
-            params.append(id_)
-            params.extend(row[c] for c in _VALUE_COLS)
-        cur.execute(
-            f"INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (placeholders only)
-            f"SELECT v.id, p.account_id, p.database_id, v.profile_id, v.type_id, v.occurred_at, %s, v.channel, v.resource_id, "
-            f"v.mailing_id, v.run_id, v.ledger_id, v.link_id, v.properties, v.source, v.idempotency_key, v.machine, v.untyped "
-            f"FROM (VALUES {', '.join(values)}) AS v (id, {', '.join(_VALUE_COLS)}) "
-            f"JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id = %s "
-            f"ORDER BY v.idempotency_key "
-            f"ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-            [received, *params, account_id],
-        )
+            records.append({**row, "id": id_, "occurred_at": row["occurred_at"].isoformat()})
+        cur.execute(_PG_INSERT, [received, _dumps_rows(records), account_id])
         return {by_id[r[0]]: r[0] for r in cur.fetchall()}
+
+
+def _dumps_rows(records: list[dict[str, Any]]) -> str:
+    # The properties are already JSON text (validated, size-checked): splice them in rather than
+    # decoding and encoding them again.
+    parts = []
+    for r in records:
+        props = r.pop("properties")
+        body = json.dumps(r, ensure_ascii=False, separators=(",", ":"))
+        parts.append(body[:-1] + ',"properties":' + props + "}")
+    return "[" + ",".join(parts) + "]"
 
 
 _SQLITE_CHUNK = 400

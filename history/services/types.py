@@ -59,7 +59,9 @@ def _clean(name: str | None, label: str, properties: Any, *, creating: bool) -> 
     errors: dict[str, str] = {}
     if creating:
         name = (name or "").strip()
-        if name in BY_NAME or "." in name:
+        if name == "new":
+            errors["name"] = "“new” is the address of the page that creates types; choose another name"
+        elif name in BY_NAME or "." in name:
             errors["name"] = "names with a dot belong to the system catalogue; use lowercase letters, digits and _"
         elif not CUSTOM_NAME_RE.match(name):
             errors["name"] = "use 2-63 lowercase letters, digits and underscores, starting with a letter (e.g. cart_abandoned)"
