@@ -16,11 +16,15 @@ the other transaction, so two simultaneous deliveries of one event store it once
 from __future__ import annotations
 
 import json
+import logging
+import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone as tz
 from django.utils.dateparse import parse_datetime
@@ -31,6 +35,8 @@ from history.catalogue import BY_ID
 from history.models import Event, EventType, HistorySettings
 from history.schema import CompiledSchema
 from profiles.fieldtypes import Context
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_PROPERTIES_BYTES = 16 * 1024
@@ -92,15 +98,38 @@ class TypeSpec:
 
 @dataclass
 class TypeBook:
-    """The event types an account may store, by name (one query per batch)."""
+    """What ingestion needs to know about an account: its event types by name, and its retention
+    period. `for_account` keeps it per process while the account's rules version (in the shared
+    cache, bumped by every change of a type or of the retention) stays the same."""
 
     by_name: dict[str, TypeSpec] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    retention_days: int | None = None
+
+    @classmethod
+    def for_account(cls, account: Account) -> TypeBook:
+        try:
+            version = cache.get(_rules_key(account.pk))
+            if version is None:
+                cache.add(_rules_key(account.pk), uuid.uuid4().hex, timeout=None)
+                version = cache.get(_rules_key(account.pk))
+        except Exception:  # the cache being down costs a query, never a wrong answer
+            log.warning("history: rules cache unavailable", exc_info=True)
+            version = None
+        now = time.monotonic()
+        hit = _BOOKS.get(account.pk)
+        if version is not None and hit is not None and hit[0] == version and hit[1] > now:
+            return hit[2]
+        book = cls.load(account)
+        if version is not None:
+            _BOOKS[account.pk] = (version, now + BOOK_TTL, book)
+        return book
 
     @classmethod
     def load(cls, account: Account) -> TypeBook:
         ctx = Context(region=account.default_phone_region, tz=account.tzinfo)
         book = cls()
+        book.retention_days = HistorySettings.objects.filter(account=account).values_list("retention_days", flat=True).first()
         rows = EventType.objects.visible_to(account).values_list("id", "name", "strict", "enabled", "properties", "account_id")
         for id_, name, strict, enabled, props, account_id in rows:
             st = BY_ID.get(id_) if account_id is None else None
@@ -110,6 +139,32 @@ class TypeBook:
                                           CompiledSchema(props or [], ctx))
             book.names[id_] = name
         return book
+
+
+BOOK_TTL = 60.0  # seconds; a change elsewhere is seen at once through the version, this bounds a lost bump
+_BOOKS: dict[int, tuple[str, float, TypeBook]] = {}
+
+
+def _rules_key(account_id: int) -> str:
+    return f"history:rules:{account_id}"
+
+
+def rules_changed(account_id: int) -> None:
+    """An event type or the retention of this account changed: every process reloads its TypeBook.
+    Call it in the changing transaction: it bumps the version now (this process, and the callers
+    of the same transaction, see the change at once) and again after commit (a process that
+    reloaded before the commit, seeing the old rules, reloads once more)."""
+    _bump(account_id)
+    transaction.on_commit(lambda: _bump(account_id))
+
+
+def _bump(account_id: int) -> None:
+    _BOOKS.pop(account_id, None)
+    try:
+        cache.set(_rules_key(account_id), uuid.uuid4().hex, timeout=None)
+    except Exception:
+        log.warning("history: rules cache unavailable; other processes see the change within %s s", BOOK_TTL,
+                    exc_info=True)
 
 
 class _Rejected(Exception):
@@ -148,8 +203,8 @@ def parse_time(raw: Any, now: datetime, *, earliest: datetime, too_old: str = "t
     return value
 
 
-def _earliest(account: Account, now: datetime) -> tuple[datetime, str]:
-    days = HistorySettings.objects.filter(account=account).values_list("retention_days", flat=True).first()
+def _earliest(book: TypeBook, now: datetime) -> tuple[datetime, str]:
+    days = book.retention_days
     if days:
         return now - timedelta(days=days), f"older than the account's retention period ({days} days)"
     return now - MAX_PAST, "more than 10 years ago"
@@ -167,7 +222,8 @@ class EventChecker:
     @classmethod
     def for_account(cls, account: Account, book: TypeBook | None = None, now: datetime | None = None) -> EventChecker:
         now = now or tz.now()
-        return cls(book or TypeBook.load(account), now, _earliest(account, now))
+        book = book or TypeBook.for_account(account)
+        return cls(book, now, _earliest(book, now))
 
     def problem(self, ev: EventIn, *, public_only: bool = True) -> tuple[str, str] | None:
         """(field, message) of what is wrong with the event itself (not its profile), or None."""
@@ -179,12 +235,16 @@ class EventChecker:
 
 
 def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = "api", public_only: bool = False,
-                  book: TypeBook | None = None, now: datetime | None = None) -> list[ItemResult]:
+                  book: TypeBook | None = None, now: datetime | None = None,
+                  database_id: int | None = None) -> list[ItemResult]:
     """Store `events` for `account`; one result per event, in order. public_only: refuse the
-    types only the platform writes (the API and the JavaScript collector set it)."""
+    types only the platform writes (the API and the JavaScript collector set it). database_id:
+    the caller has just looked every profile up in this database of this account (the
+    payloads path), so the insert need not join the profiles again; without it, events of
+    profiles that are not this account's are refused."""
     now = now or tz.now()
-    book = book or TypeBook.load(account)
-    earliest, too_old = _earliest(account, now)
+    book = book or TypeBook.for_account(account)
+    earliest, too_old = _earliest(book, now)
     results = [ItemResult(i) for i in range(len(events))]
     rows: list[tuple[int, dict[str, Any]]] = []
     first_of_key: dict[str, int] = {}
@@ -204,7 +264,7 @@ def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = 
         results[i].untyped = row["untyped"]
         rows.append((i, row))
     if rows:
-        stored = _write(account.pk, rows)
+        stored = _write(account.pk, rows, database_id)
         missing_keys = [row["idempotency_key"] for i, row in rows if i not in stored and row["idempotency_key"]]
         existing = dict(
             Event.objects.filter(account_id=account.pk, idempotency_key__in=missing_keys).values_list("idempotency_key", "id")
@@ -288,53 +348,60 @@ _VALUE_COLS = ("profile_id", "type_id", "occurred_at", "channel", "resource_id",
                "link_id", "properties", "source", "idempotency_key", "machine", "untyped")
 
 
-def _write(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
+def _write(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None) -> dict[int, int]:
     """Insert the rows; {item index: new event id} for those stored."""
     if connection.vendor == "postgresql":
-        return _write_pg(account_id, rows)
-    return _write_sqlite(account_id, rows)
+        return _write_pg(account_id, rows, database_id)
+    return _write_sqlite(account_id, rows, database_id)
 
 
-# The batch travels as ONE JSON parameter read by jsonb_to_recordset: the driver adapts a single
-# string (no per-value Python adaptation, no statement with thousands of placeholders), and the
-# properties go in as JSON without being encoded twice.
-_PG_RECORD = ("id bigint, profile_id bigint, type_id int, occurred_at timestamptz, channel varchar, resource_id bigint, "
+# One statement: the batch travels as ONE JSON parameter read by jsonb_to_recordset (the driver
+# adapts a single string: no per-value Python adaptation, no thousands of placeholders; the
+# properties go in as JSON without being encoded twice), each row takes its id from the sequence,
+# and the answer pairs each stored row's id with its place in the batch.
+_PG_RECORD = ("n int, profile_id bigint, type_id int, occurred_at timestamptz, channel varchar, resource_id bigint, "
               "mailing_id bigint, run_id bigint, ledger_id bigint, link_id bigint, properties jsonb, source varchar, "
               "idempotency_key varchar, machine bool, untyped bool")
-_PG_INSERT = (
-    f"INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (constants only)
-    "SELECT v.id, p.account_id, p.database_id, v.profile_id, v.type_id, v.occurred_at, %s, v.channel, v.resource_id, "
-    "v.mailing_id, v.run_id, v.ledger_id, v.link_id, v.properties, v.source, v.idempotency_key, v.machine, v.untyped "
-    f"FROM jsonb_to_recordset(%s::jsonb) AS v ({_PG_RECORD}) "
-    "JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id = %s "
-    "ORDER BY v.idempotency_key "
-    "ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+# The identity column's sequence (Django names it <table>_id_seq) is named, not looked up per row.
+_PG_WITH = ("WITH v AS MATERIALIZED (SELECT nextval('history_event_id_seq') AS id, r.* "  # noqa: S608 (constants)
+            f"FROM jsonb_to_recordset(%s::jsonb) AS r ({_PG_RECORD})) ")
+_PG_VALUES = ("v.profile_id, v.type_id, v.occurred_at, %s, v.channel, v.resource_id, v.mailing_id, v.run_id, "
+              "v.ledger_id, v.link_id, v.properties, v.source, v.idempotency_key, v.machine, v.untyped")
+_PG_TAIL = ("ORDER BY v.idempotency_key "
+            "ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id) "
+            "SELECT v.n, v.id FROM v JOIN ins ON ins.id = v.id")
+# Profiles the caller looked up in this account's database: account and database are constants.
+_PG_INSERT_KNOWN = (
+    _PG_WITH + f", ins AS (INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (constants only)
+    f"SELECT v.id, %s, %s, {_PG_VALUES} FROM v " + _PG_TAIL
+)
+# Profile ids from elsewhere (tokens, ledger rows): joined, so only this account's existing
+# profiles get events. "+ 0" keeps the planner off the account index (stale statistics would
+# have it read every profile of the account); with hash and merge joins off for the
+# transaction it probes the primary key once per event.
+_PG_INSERT_JOINED = (
+    _PG_WITH + f", ins AS (INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (constants only)
+    f"SELECT v.id, p.account_id, p.database_id, {_PG_VALUES} "
+    "FROM v JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id + 0 = %s " + _PG_TAIL
 )
 
 
-def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
-    received = tz.now()
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute("SELECT nextval(pg_get_serial_sequence('history_event', 'id')) FROM generate_series(1, %s)", [len(rows)])
-        ids = [r[0] for r in cur.fetchall()]
-        by_id = {}
-        records = []
-        for (i, row), id_ in zip(rows, ids, strict=True):
-            by_id[id_] = i
-            records.append({**row, "id": id_, "occurred_at": row["occurred_at"].isoformat()})
-        cur.execute(_PG_INSERT, [received, _dumps_rows(records), account_id])
-        return {by_id[r[0]]: r[0] for r in cur.fetchall()}
-
-
-def _dumps_rows(records: list[dict[str, Any]]) -> str:
-    # The properties are already JSON text (validated, size-checked): splice them in rather than
-    # decoding and encoding them again.
+def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None) -> dict[int, int]:
     parts = []
-    for r in records:
-        props = r.pop("properties")
-        body = json.dumps(r, ensure_ascii=False, separators=(",", ":"))
-        parts.append(body[:-1] + ',"properties":' + props + "}")
-    return "[" + ",".join(parts) + "]"
+    for i, row in rows:
+        # The properties are already JSON text (validated, size-checked): spliced in, not re-encoded.
+        record = {k: v for k, v in row.items() if k != "properties"}
+        record["n"], record["occurred_at"] = i, row["occurred_at"].isoformat()
+        body = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        parts.append(body[:-1] + ',"properties":' + row["properties"] + "}")
+    batch = "[" + ",".join(parts) + "]"
+    with transaction.atomic(), connection.cursor() as cur:
+        if database_id is not None:
+            cur.execute(_PG_INSERT_KNOWN, [batch, account_id, database_id, tz.now()])
+        else:
+            cur.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+            cur.execute(_PG_INSERT_JOINED, [batch, tz.now(), account_id])
+        return dict(cur.fetchall())
 
 
 _SQLITE_CHUNK = 400
@@ -344,7 +411,8 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
-def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]]) -> dict[int, int]:
+def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None) -> dict[int, int]:
+    # SQLite is local and small: it always joins the profiles (database_id only spares PostgreSQL the join).
     received = tz.now()
     stored: dict[int, int] = {}
     with transaction.atomic(), connection.cursor() as cur:

@@ -15,7 +15,7 @@ from accounts.audit import audit_log
 from accounts.models import Account
 from history.catalogue import type_id
 from history.models import Event, HistorySettings
-from history.services.ingest import EventIn, TypeBook, events_ingest
+from history.services.ingest import EventIn, TypeBook, events_ingest, rules_changed
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,6 +60,7 @@ def retention_set(*, account: Account, days: int | None, actor: Actor) -> Histor
         old = settings.retention_days
         settings.retention_days = days
         settings.save()
+        rules_changed(account.pk)
         audit_log(account=account, actor=actor, verb="history.retention_changed", target_label="Event retention",
                   data={"old": old, "new": days})
     return settings
@@ -149,7 +150,7 @@ def consent_events(records: list[ConsentRecord]) -> None:
         ))
     for account_id, events in by_account.items():
         account = Account.objects.get(pk=account_id)
-        book = TypeBook.load(account)
+        book = TypeBook.for_account(account)
         for start in range(0, len(events), 1000):
             results = events_ingest(account=account, events=events[start:start + 1000], source="consent", book=book)
             bad = [r for r in results if r.status == "error" and r.field != "profile"]

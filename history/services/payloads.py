@@ -84,7 +84,10 @@ def ingest_payloads(*, account: Account, database: ProfileDatabase, items: list[
         refs[key].append((i, raw))
     profile_of: dict[int, int] = {}
     created = 0
-    sch = Schema.load(database) if any(k != "id" for k in refs) else None
+    if database.account_id == account.pk:
+        database.account = account  # the converters read the account's region; no query for it
+    # The schema is needed for custom match keys and to create profiles; e-mail and phone convert without it.
+    sch = Schema.load(database) if create_profiles or any(k not in ("id", "email", "phone") for k in refs) else None
     for key, pairs in refs.items():
         try:
             lookup, norm = profiles_by_key(database=database, key=key, raw_values=[raw for _, raw in pairs],
@@ -122,8 +125,9 @@ def ingest_payloads(*, account: Account, database: ProfileDatabase, items: list[
         ))
         index.append(i)
     if events:
-        for r, i in zip(events_ingest(account=account, events=events, source=source, public_only=public_only, book=book),
-                        index, strict=True):
+        results_in = events_ingest(account=account, events=events, source=source, public_only=public_only, book=book,
+                                   database_id=database.pk)
+        for r, i in zip(results_in, index, strict=True):
             r.index = i
             results[i] = r
     return BatchOutcome(results, created)

@@ -12,6 +12,7 @@ from accounts.models import Account
 from history.catalogue import BY_ID, BY_NAME, FIRST_CUSTOM_ID, SYSTEM_TYPES
 from history.models import CUSTOM_NAME_RE, Event, EventType
 from history.schema import SchemaError, clean_schema
+from history.services.ingest import rules_changed
 
 MAX_CUSTOM_TYPES = 500
 
@@ -89,6 +90,7 @@ def eventtype_create(*, account: Account, name: str, label: str = "", descriptio
                                           properties=schema, strict=strict)
     except IntegrityError:
         raise EventTypeError({"name": f"there is already an event type {name!r}"}) from None
+    rules_changed(account.pk)
     audit_log(account=account, actor=actor, verb="event_type.created", target=et, target_label=name,
               data={"properties": [p["name"] for p in schema], "strict": strict})
     return et
@@ -114,6 +116,7 @@ def eventtype_update(*, event_type: EventType, actor: Actor, label: str | None =
             setattr(et, attr, value)
     if changes:
         et.save()
+        rules_changed(et.account_id)
         audit_log(account=et.account, actor=actor, verb="event_type.updated", target=et, target_label=et.name,
                   data={k: v if k != "properties" else [p["name"] for p in v] for k, v in changes.items()})
     return et
@@ -126,6 +129,8 @@ def eventtype_delete(*, event_type: EventType, actor: Actor) -> None:
         raise EventTypeError({"name": "system event types cannot be deleted"})
     if Event.objects.filter(account_id=event_type.account_id, type_id=event_type.pk).exists():
         raise EventTypeError({"name": "events of this type are stored; disable the type instead (they stay in the history)"})
+    account_id = event_type.account_id
+    rules_changed(account_id)
     audit_log(account=event_type.account, actor=actor, verb="event_type.deleted", target_label=event_type.name)
     event_type.delete()
 

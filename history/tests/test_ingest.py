@@ -260,3 +260,51 @@ def test_concurrent_duplicate_batches_store_each_event_once(acme, anna, cart_aba
     assert sum(s.count("stored") for s in outcomes) == 200
     assert sum(s.count("duplicate") for s in outcomes) == 600
     assert Event.objects.filter(account_id=acme.pk).count() == 200
+
+
+# --- the per-process type book -------------------------------------------------------------------
+
+
+def test_a_new_type_is_accepted_at_once_though_the_book_is_cached(acme, anna):
+    from accounts.access import Actor
+    from history.services import TypeBook, eventtype_create
+
+    assert "wishlist_added" not in TypeBook.for_account(acme).by_name  # cached from here on
+    eventtype_create(account=acme, name="wishlist_added", actor=Actor.system())
+    [r] = events_ingest(account=acme, events=[EventIn("wishlist_added", anna.pk)])
+    assert r.status == "stored"
+
+
+def test_another_process_changing_the_rules_is_seen_through_the_version(acme, anna):
+    from django.core.cache import cache
+
+    from history.models import EventType
+    from history.services import TypeBook
+    from history.services.ingest import _rules_key
+
+    first = TypeBook.for_account(acme)
+    assert TypeBook.for_account(acme) is first  # same version: the process keeps it
+    # Another process creates a type and bumps the shared version (here: written directly).
+    EventType.objects.create(account=acme, name="made_elsewhere")
+    assert "made_elsewhere" not in TypeBook.for_account(acme).by_name
+    cache.set(_rules_key(acme.pk), "another version", timeout=None)
+    assert "made_elsewhere" in TypeBook.for_account(acme).by_name
+
+
+def test_retention_change_applies_to_the_next_batch(acme, anna):
+    from accounts.access import Actor
+    from history.services import retention_set
+
+    old = tz.now() - timedelta(days=40)
+    [ok] = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk, old)])
+    retention_set(account=acme, days=30, actor=Actor.system())
+    [refused] = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk, old)])
+    assert ok.status == "stored" and refused.status == "error" and "retention" in refused.error
+
+
+def test_profile_ids_of_another_account_are_refused_on_the_joined_path(acme, globex, anna, gina):
+    # Callers that pass profile ids they did not look up (tracking tokens, ledger rows) go through
+    # the join: another account's profile gets no event, whatever the planner's statistics say.
+    results = events_ingest(account=acme, events=[EventIn("page.viewed", gina.pk), EventIn("page.viewed", anna.pk)])
+    assert [r.status for r in results] == ["error", "stored"]
+    assert not Event.objects.filter(profile_id=gina.pk).exists()

@@ -167,7 +167,7 @@ def _scoped(item: dict[str, Any], resource: Resource) -> dict[str, Any]:
 def collect_items(resource: Resource, items: list[Any]) -> dict[str, Any]:
     """Check and store the items for `resource`; the answer (accepted/rejected per item)."""
     account, database = resource.account, resource.database
-    book = TypeBook.load(account)
+    book = TypeBook.for_account(account)
     sch = Schema.load(database)
     checker = EventChecker.for_account(account, book)
     results: list[dict[str, Any]] = []

@@ -419,14 +419,26 @@ def profiles_by_key(
         for v in wanted - out.ids.keys():
             out.errors[v] = f"no profile #{v} in this database"
         return out, norm
-    sch = sch or Schema.load(database)
     if key not in database.match_keys and key not in ("email", "phone"):
         raise ProfileValidationError({key: "is not a match key of this database"})
+    if sch is None and key in ("email", "phone"):
+        # E-mail and phone are system fields whose conversion needs only the account's region:
+        # no need to load the schema unless profiles are to be created.
+        convert = CONVERTERS[key]
+        ctx = field_context(database)
+
+        def to_value(raw: Any) -> Any:
+            return None if is_empty(raw) else convert(raw, ctx)
+    else:
+        sch = sch or Schema.load(database)
+
+        def to_value(raw: Any) -> Any:
+            return sch.convert(key, raw)
     for raw in raw_values:
         if raw in norm:
             continue
         try:
-            value = sch.convert(key, raw)
+            value = to_value(raw)
         except FieldValueError as exc:
             norm[raw], out.errors[raw] = None, str(exc)
             continue
@@ -439,7 +451,7 @@ def profiles_by_key(
     wanted = {v for v in norm.values() if v is not None}
     column = key if key in WRITABLE_SYSTEM_FIELDS else f"data__{key}"
     if wanted:
-        out.ids = dict(Profile.objects.filter(database=database, **{f"{column}__in": wanted}).values_list(column, "id"))
+        out.ids = _ids_by_key(database.pk, key, column, wanted)
     missing = wanted - out.ids.keys()
     if not missing:
         return out, norm
@@ -454,6 +466,7 @@ def profiles_by_key(
         out.errors[v] = "this person was erased (data-protection request) and is not re-created"
     if not missing:
         return out, norm
+    sch = sch or Schema.load(database)
     template = Profile(account_id=database.account_id, database=database)
     _defaults(sch, template)
     absent = _missing_required(sch, template)
@@ -475,9 +488,20 @@ def profiles_by_key(
         new.append(p)
     with transaction.atomic():
         Profile.objects.bulk_create(new, ignore_conflicts=True, batch_size=500)
-    found = dict(Profile.objects.filter(database=database, **{f"{column}__in": missing}).values_list(column, "id"))
+    found = _ids_by_key(database.pk, key, column, missing)
     out.ids.update(found)
     out.created = set(found) & missing
     for v in missing - found.keys():
         out.errors[v] = "could not create the profile"
     return out, norm
+
+
+def _ids_by_key(database_id: int, key: str, column: str, values: set[Any]) -> dict[Any, int]:
+    """{key value: profile id} for the values that have a profile. On PostgreSQL the e-mail and
+    phone columns are matched with one array parameter (= ANY), not one placeholder per value."""
+    if connection.vendor == "postgresql" and key in ("email", "phone"):
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT {key}, id FROM profiles_profile WHERE database_id = %s AND {key} = ANY(%s)",  # noqa: S608
+                        [database_id, list(values)])
+            return dict(cur.fetchall())
+    return dict(Profile.objects.filter(database_id=database_id, **{f"{column}__in": values}).values_list(column, "id"))
