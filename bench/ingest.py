@@ -59,6 +59,7 @@ CUSTOM_TYPE = "cart_abandoned"
 MIX = (("page.viewed", 50), ("cart_abandoned", 30), ("order.placed", 20))  # percent
 HANDLER_ENV = "CDP_BENCH_INGEST_HANDLER"  # "<account id>:<redis key>" in the server and worker processes
 HANDLER_NAME = "bench.ingest.count"
+APP_NAME = "bench_ingest"  # the servers' PostgreSQL application_name: their backends' CPU is counted
 RATE_LIMIT = 100_000_000  # requests a minute: the token's limit must not be what is measured
 TRIGGER_WAIT = 120.0  # seconds after the last answer, at most, for the counter to catch up
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -329,7 +330,9 @@ def start_servers(tmp: Path, handler_spec: str, ready_key: str) -> Servers:
     import redis
     from django.conf import settings
 
-    env = {**os.environ, HANDLER_ENV: handler_spec, "PYTHONPATH": str(BASE_DIR)}
+    url = os.environ["DATABASE_URL"]
+    env = {**os.environ, HANDLER_ENV: handler_spec, "PYTHONPATH": str(BASE_DIR),
+           "DATABASE_URL": f"{url}{'&' if '?' in url else '?'}application_name={APP_NAME}"}
     servers = Servers(port=_free_port(), tmp=tmp)
     gunicorn = [
         sys.executable, "-m", "gunicorn", "bench.ingest:wsgi_application()", "--bind", f"127.0.0.1:{servers.port}",
@@ -372,6 +375,85 @@ def start_servers(tmp: Path, handler_spec: str, ready_key: str) -> Servers:
         conn.getresponse().read()
         conn.close()
     return servers
+
+
+# --- where the CPU goes ------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used between start() and stop() by: the gunicorn master and workers, the Celery
+    worker and its pool, the PostgreSQL backends of both (found by application_name, sampled every
+    half second because Django reconnects after CONN_MAX_AGE), and this process (the client)."""
+
+    def __init__(self, servers: Servers) -> None:
+        import psycopg
+        from django.conf import settings
+
+        from bench.harness import _pg_connect_kwargs
+
+        self.servers = servers
+        db = settings.DATABASES["default"]
+        self.conn = psycopg.connect(**_pg_connect_kwargs(db, db["NAME"]), autocommit=True)
+        self.first: dict[int, float] = {}  # backend pid -> CPU when first seen (0 if it started later)
+        self.last: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, name="bench-ingest-cpu", daemon=True)
+
+    def _procs(self) -> dict[str, float]:
+        out = {name: sum(_proc_cpu(p) for p in [proc.pid, *_children(proc.pid)]) for name, proc in self.servers.procs.items()}
+        usage = os.times()
+        out["client"] = usage.user + usage.system
+        return out
+
+    def _backends(self, *, initial: bool = False) -> None:
+        pids = [pid for (pid,) in self.conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                                    [APP_NAME]).fetchall()]
+        for pid in pids:
+            cpu = _proc_cpu(pid)
+            self.first.setdefault(pid, cpu if initial else 0.0)
+            self.last[pid] = max(cpu, self.last.get(pid, 0.0))
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.5):
+            self._backends()
+
+    def start(self) -> None:
+        self._backends(initial=True)
+        self.before = self._procs()
+        self.thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.thread.join()
+        self._backends()
+        after = self._procs()
+        self.conn.close()
+        used = {k: after[k] - self.before[k] for k in self.servers.procs}
+        used["postgres"] = sum(self.last[pid] - self.first[pid] for pid in self.last)
+        used["client"] = after["client"] - self.before["client"]
+        return used
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -485,6 +567,7 @@ def run(size: int) -> Result:
     key = f"bench:ingest:{uuid.uuid4().hex}"
     r = redis.Redis.from_url(settings.REDIS_URL)
     servers: Servers | None = None
+    meter: CpuMeter | None = None
     try:
         with phase("seed account, profiles, event type, token"):
             seeded = seed(size)
@@ -504,6 +587,8 @@ def run(size: int) -> Result:
         detail(f"server gunicorn workers={WORKERS} class={WORKER_CLASS} threads={THREADS}, clients={CLIENTS} "
                f"(keep-alive), celery trigger worker concurrency=2")
         expected_triggers = batches.counts[CUSTOM_TYPE]
+        meter = CpuMeter(servers)
+        meter.start()
         with Timer() as total:
             with Timer() as requests_t:
                 sent = send_all(servers.port, seeded.token, batches.bodies)
@@ -516,6 +601,7 @@ def run(size: int) -> Result:
             raise RuntimeError(f"the trigger handler saw {triggered:,} cart_abandoned events of {expected_triggers:,} "
                                f"after {TRIGGER_WAIT:.0f} s\n{servers.log_tail('celery')}")
         project_s = total.seconds
+        cpu = meter.stop()
         with connection.cursor() as cur:
             cur.execute("SELECT count(*) FROM history_event WHERE account_id = %s", [seeded.account_id])
             in_db = cur.fetchone()[0]
@@ -527,8 +613,14 @@ def run(size: int) -> Result:
         detail(f"request latency {format_ms(percentiles(sent.latencies))}")
         detail(f"triggers: {triggered:,} cart_abandoned events handled on the worker; last one {lag.seconds * 1000:.0f}ms "
                f"after the last answer")
+        busy = sum(cpu.values())
+        detail("cpu seconds: " + " ".join(f"{k}={v:.1f}" for k, v in cpu.items())
+               + f" (of {os.cpu_count() * project_s:.0f} core-seconds); per request: "
+               + " ".join(f"{k}={v / n_req * 1000:.1f}ms" for k, v in cpu.items()) + f" total={busy / n_req * 1000:.1f}ms")
         return Result(size=size, project_s=project_s, baseline_s=baseline_s, rate=size / project_s)
     finally:
+        if meter is not None and not meter.done.is_set():
+            meter.stop()
         if servers is not None:
             servers.stop()
         r.delete(key, f"{key}:worker-ready")

@@ -28,7 +28,7 @@ from accounts.access import Actor
 from accounts.api import JobOut
 from accounts.permissions import Perm
 from cdp.api.auth import require
-from cdp.api.errors import ApiError, ErrorDetail, ErrorOut
+from cdp.api.errors import ERRORS, ApiError, ErrorDetail
 from cdp.api.pagination import CursorPage, paginate
 from cdp.api.types import slug_ref
 from profiles.fieldtypes import FieldType, FieldValueError
@@ -53,7 +53,6 @@ from profiles.services import Schema as FieldSchema
 
 router = Router()
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut}
 DATABASES = ["profile databases"]
 PROFILES = ["profiles"]
 MAX_BATCH = 1000

@@ -46,6 +46,10 @@ class ErrorOut(Schema):
     error: ErrorBody
 
 
+# The error answers every route may give, for its OpenAPI `response={200: ..., **ERRORS}`.
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut}
+
+
 class ApiError(Exception):
     """Raise from an endpoint to answer with the error shape."""
 

@@ -33,7 +33,7 @@ from accounts.access import Actor
 from accounts.models import Account
 from accounts.permissions import Perm
 from cdp.api.auth import require
-from cdp.api.errors import ApiError, ErrorOut
+from cdp.api.errors import ERRORS, ApiError
 from cdp.api.pagination import CursorPage
 from history import selectors
 from history.api.schemas import (
@@ -63,7 +63,6 @@ from profiles.models import ProfileDatabase
 
 router = Router()
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut}
 EVENTS = ["events"]
 TYPES = ["event types"]
 

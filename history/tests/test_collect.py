@@ -265,12 +265,12 @@ def test_it_limits_requests_per_key_whatever_the_ip(client, site, anna, settings
 
 
 def test_it_keeps_collecting_when_the_cache_is_down(client, site, anna, monkeypatch):
-    from history.views import collect
+    from cdp import ratelimit
 
     def broken(*args, **kwargs):
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(collect.cache, "add", broken)
+    monkeypatch.setattr(ratelimit.cache, "add", broken)
     assert _post(client, site, [_page_view()]).status_code == 200
     assert _stored().count() == 1
 

@@ -35,15 +35,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.access import client_ip
+from cdp.ratelimit import over_limit
 from history.services.ingest import EventChecker, EventIn, TypeBook
 from history.services.payloads import ITEM_KEYS, ingest_payloads
 from profiles.fieldtypes import FieldValueError
@@ -88,26 +87,9 @@ def _preflight() -> HttpResponse:
 # --- rate limits --------------------------------------------------------------------------------------
 
 
-def _over_limit(bucket: str, limit: int, window: int = 60) -> int:
-    """Count a request in a fixed window; the seconds to wait when over `limit`, else 0."""
-    now = int(time.time())
-    key = f"collect:{bucket}:{now // window}"
-    try:
-        cache.add(key, 0, timeout=window + 5)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=window + 5)
-            count = 1
-    except Exception:  # the cache being down must not stop collection
-        log.warning("collect: rate limit unavailable", exc_info=True)
-        return 0
-    return ((window - now % window) or 1) if count > limit else 0
-
-
 def _rate_limited(key: str, ip: str) -> int:
-    wait = _over_limit(f"ip:{key[:64]}:{ip}", settings.TRACKING_COLLECT_RATE_IP)
-    return wait or _over_limit(f"key:{key[:64]}", settings.TRACKING_COLLECT_RATE_KEY)
+    wait = over_limit(f"collect:ip:{key[:64]}:{ip}", settings.TRACKING_COLLECT_RATE_IP)
+    return wait or over_limit(f"collect:key:{key[:64]}", settings.TRACKING_COLLECT_RATE_KEY)
 
 
 # --- items ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pydantic import (
 from accounts.access import Actor
 from accounts.permissions import Perm
 from cdp.api.auth import require
-from cdp.api.errors import ApiError, ErrorOut
+from cdp.api.errors import ERRORS, ApiError
 from cdp.api.pagination import CursorPage, paginate
 from cdp.api.types import slug_ref
 from profiles.api import DatabaseRef, invalid_values, profile_or_404
@@ -81,7 +81,6 @@ from resources.services import (
 
 router = Router()
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut, 429: ErrorOut}
 RESOURCES = ["resources"]
 SUBSCRIPTIONS = ["subscriptions"]
 SUPPRESSIONS = ["suppressions"]

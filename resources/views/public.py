@@ -25,13 +25,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -43,6 +41,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from accounts.access import Actor, client_ip
+from cdp.ratelimit import over_limit
 from profiles.fieldtypes import FieldValueError
 from profiles.forms import form_value, mark_invalid, profile_form
 from profiles.models import Profile
@@ -395,16 +394,8 @@ def confirm(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _rate_limited(key: str, limit: int, window: int = 60) -> int:
-    """Count a hit in a fixed window; returns the seconds to wait when over `limit`, else 0."""
-    now = int(time.time())
-    bucket = f"public-subscribe:{key}:{now // window}"
-    cache.add(bucket, 0, timeout=window + 5)
-    try:
-        count = cache.incr(bucket)
-    except ValueError:  # expired between add and incr
-        cache.set(bucket, 1, timeout=window + 5)
-        count = 1
-    return (window - now % window) or 1 if count > limit else 0
+    """The seconds to wait when the public subscribe endpoint is over `limit` for `key`, else 0."""
+    return over_limit(f"public-subscribe:{key}", limit, window)
 
 
 def _cors(response: HttpResponse) -> HttpResponse:
