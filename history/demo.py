@@ -40,7 +40,8 @@ def demo_history(account: Account, owner: User) -> str:
     rng = random.Random(5)  # noqa: S311 - demo data
     now = timezone.now()
     events: list[EventIn] = []
-    for p in Profile.objects.filter(database=database).only("id").order_by("id")[:1500]:
+    # The newest profiles: the ones the profile list shows first.
+    for p in Profile.objects.filter(database=database).only("id").order_by("-id")[:1500]:
         visits = rng.randint(0, 6)
         for v in range(visits):
             t = now - timedelta(days=rng.uniform(0, 90), minutes=rng.uniform(0, 600))
