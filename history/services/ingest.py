@@ -446,10 +446,12 @@ def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]], datab
 
 
 def _dispatch_after_commit(stored: dict[int, int], rows: list[tuple[int, dict[str, Any]]], book: TypeBook) -> None:
-    type_names = {book.names.get(row["type_id"], "") for i, row in rows if i in stored}
-    if not handlers.wanted(type_names):
+    # Only the events some handler wants travel to the trigger queue (a batch nobody listens to costs no task).
+    wanted_names = {name for name in {book.names.get(row["type_id"], "") for i, row in rows if i in stored}
+                    if handlers.wanted([name])}
+    if not wanted_names:
         return
-    ids = sorted(stored.values())
+    ids = sorted(stored[i] for i, row in rows if i in stored and book.names.get(row["type_id"], "") in wanted_names)
 
     def enqueue() -> None:
         from history.tasks import events_dispatch_trigger_task

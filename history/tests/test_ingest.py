@@ -308,3 +308,15 @@ def test_profile_ids_of_another_account_are_refused_on_the_joined_path(acme, glo
     results = events_ingest(account=acme, events=[EventIn("page.viewed", gina.pk), EventIn("page.viewed", anna.pk)])
     assert [r.status for r in results] == ["error", "stored"]
     assert not Event.objects.filter(profile_id=gina.pk).exists()
+
+
+def test_only_the_wanted_events_travel_to_the_trigger_queue(acme, anna, cart_abandoned, received, monkeypatch,
+                                                            django_capture_on_commit_callbacks):
+    from history import tasks
+
+    sent: list[list[int]] = []
+    monkeypatch.setattr(tasks.events_dispatch_trigger_task, "delay", lambda ids: sent.append(ids))
+    with django_capture_on_commit_callbacks(execute=True):
+        results = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk)] * 3 + [
+            EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
+    assert sent == [[results[3].id]]
