@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone as tz
 
 from accounts.access import Actor
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETENTION_BATCH = 5000
+BRIN_REBUILD_AFTER = 100_000  # deleted rows after which the occurred_at BRIN is rebuilt
 MIN_RETENTION_DAYS = 7
 MAX_RETENTION_DAYS = 3653
 
@@ -94,9 +95,24 @@ def retention_cleanup(*, account_id: int, batch: int = RETENTION_BATCH, max_batc
         if len(ids) < batch:
             break
     HistorySettings.objects.filter(pk=settings.pk).update(last_cleanup_at=tz.now(), last_cleanup_deleted=total)
+    if total >= BRIN_REBUILD_AFTER:
+        _rebuild_time_index()
     if total:
         log.info("retention: account %s: %s events older than %s deleted", account_id, total, cutoff)
     return total
+
+
+def _rebuild_time_index() -> None:
+    """New rows reuse the pages a big delete freed, which blurs the BRIN on occurred_at (each range
+    then spans more time) until it is rebuilt: a few seconds at 10M rows, without blocking writes
+    (docs/history.md). Needs autocommit (the beat task's), so it is skipped inside a transaction."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return
+    try:
+        with connection.cursor() as cur:
+            cur.execute("REINDEX INDEX CONCURRENTLY event_occurred_brin")
+    except DatabaseError:
+        log.warning("retention: could not rebuild event_occurred_brin", exc_info=True)
 
 
 def _delete_ids(ids: list[int]) -> int:

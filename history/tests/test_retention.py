@@ -165,3 +165,25 @@ def test_the_task_is_on_the_beat_schedule():
 
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
     assert schedule["history.tasks.retention_cleanup_bulk_task"] <= timedelta(hours=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_cleanup_rebuilds_the_time_index(acme, anna, monkeypatch):
+    from django.db import connection
+
+    from history.services import lifecycle
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the BRIN on occurred_at is PostgreSQL's")
+    monkeypatch.setattr(lifecycle, "BRIN_REBUILD_AFTER", 2)
+    _store(acme, anna, 40, 50, 60)
+    retention_set(account=acme, days=30, actor=SYSTEM)
+    statements: list[str] = []
+
+    def spy(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        assert lifecycle.retention_cleanup(account_id=acme.pk) == 3
+    assert "REINDEX INDEX CONCURRENTLY event_occurred_brin" in statements
