@@ -40,7 +40,7 @@ class EventTypeForm(StyledForm):
         max_length=64, help_text="What integrations send as <code>event</code>: lowercase letters, digits and _, "
                                  "starting with a letter. It cannot be changed later.",
         widget=forms.TextInput(attrs={"class": "font-monospace", "placeholder": "cart_abandoned", "autocomplete": "off",
-                                      "spellcheck": "false"}),
+                                      "spellcheck": "false", "data-slug-max": "63"}),
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     strict = forms.ChoiceField(label="Events whose properties don't match", choices=STRICT_CHOICES, initial="strict",
