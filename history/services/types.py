@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.models import Account
-from history.catalogue import BY_ID, BY_NAME, FIRST_CUSTOM_ID, SYSTEM_TYPES
+from history.catalogue import BY_NAME, FIRST_CUSTOM_ID, SYSTEM_TYPES
 from history.models import CUSTOM_NAME_RE, Event, EventType
 from history.schema import SchemaError, clean_schema
 from history.services.ingest import rules_changed
@@ -133,7 +133,3 @@ def eventtype_delete(*, event_type: EventType, actor: Actor) -> None:
     rules_changed(account_id)
     audit_log(account=event_type.account, actor=actor, verb="event_type.deleted", target_label=event_type.name)
     event_type.delete()
-
-
-def is_system_id(type_id: int) -> bool:
-    return type_id in BY_ID
