@@ -49,9 +49,11 @@ def _isolated_files(settings, tmp_path) -> None:
 def _clear_cache() -> Iterator[None]:
     from django.core.cache import cache
 
+    from cdp import confcache
     from history import tracking
 
     cache.clear()
+    confcache.clear()
     # Process-level caches keyed by ids that repeat across tests (SQLite reuses them after a rollback).
     tracking._LINKS.clear()
     tracking._client = None

@@ -13,17 +13,18 @@ port, with DEBUG off and the bench's DATABASE_URL/REDIS_URL, and a real Celery w
 `trigger` queue. A few client threads POST the bodies to /api/v1/events/batch over keep-alive
 connections (http.client) and check every answer: 200 and every item stored. "Triggers
 evaluated": both processes register a handler for cart_abandoned (the CDP_BENCH_INGEST_HANDLER
-environment variable names the account and a Redis key); the ingestion service enqueues one
-dispatch task per stored batch on commit, the worker loads the batch and calls the handler,
-which INCRBYs the key. The clock stops when the last answer is in AND the counter equals the
-number of cart_abandoned events sent (bounded wait), so project_s includes the trigger lag.
+environment variable names the account and a Redis key); the storing statement adds an outbox
+row per batch and the request pokes the drain task after commit; the worker drains the outbox,
+loads the events and calls the handler, which INCRBYs the key. The clock stops when the last
+answer is in AND the counter equals the number of cart_abandoned events sent (bounded wait), so
+project_s includes the trigger lag.
 
 Baseline, same run, same events: psycopg COPY of the events (profile ids resolved beforehand,
 the rows prepared in memory beforehand) into bench_event_copy, made LIKE history_event
 INCLUDING ALL (same columns and indexes), in one transaction.
 
-Server shape: 3 sync gunicorn workers and 4 client threads (the best of 2-4 workers, sync or
-gthread, on the 2-core machine; see README). BENCH_INGEST_WORKERS, BENCH_INGEST_WORKER_CLASS
+Server shape: the production one (Procfile, Dockerfile): 3 gunicorn gthread workers of 2
+threads (keep-alive), and 4 client threads. BENCH_INGEST_WORKERS, BENCH_INGEST_WORKER_CLASS
 (sync|gthread), BENCH_INGEST_THREADS and BENCH_INGEST_CLIENTS override it for experiments.
 """
 
@@ -65,8 +66,8 @@ TRIGGER_WAIT = 120.0  # seconds after the last answer, at most, for the counter 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 WORKERS = int(os.environ.get("BENCH_INGEST_WORKERS", "3"))
-WORKER_CLASS = os.environ.get("BENCH_INGEST_WORKER_CLASS", "sync")
-THREADS = int(os.environ.get("BENCH_INGEST_THREADS", "1"))
+WORKER_CLASS = os.environ.get("BENCH_INGEST_WORKER_CLASS", "gthread")
+THREADS = int(os.environ.get("BENCH_INGEST_THREADS", "2"))
 CLIENTS = int(os.environ.get("BENCH_INGEST_CLIENTS", "4"))
 
 

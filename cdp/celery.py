@@ -35,6 +35,7 @@ app.conf.beat_schedule = {
     "subscriptions-resume": {"task": "resources.tasks.subscriptions_resume_task", "schedule": timedelta(minutes=5)},
     "subscription-counts-compact": {"task": "resources.tasks.subscription_counts_compact_task", "schedule": timedelta(minutes=10)},
     "subscription-counts-rebuild": {"task": "resources.tasks.subscription_counts_rebuild_bulk_task", "schedule": timedelta(hours=24)},
+    "events-dispatch": {"task": "history.tasks.events_drain_trigger_task", "schedule": timedelta(seconds=10)},
     "tracking-drain": {"task": "history.tasks.tracking_drain_trigger_task", "schedule": timedelta(seconds=30)},
     "events-retention": {"task": "history.tasks.retention_cleanup_bulk_task", "schedule": timedelta(hours=1)},
 }

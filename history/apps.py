@@ -12,13 +12,17 @@ class HistoryConfig(AppConfig):
     def ready(self) -> None:
         from accounts.audit import register_verbs
         from accounts.demo import DEMO_HOOKS
+        from cdp import confcache
         from history import services
         from history.demo import demo_history
+        from history.models import EventType, HistorySettings
         from history.views.timeline import TAB, timeline_tab_context
         from profiles.services import ERASURE_HANDLERS, MERGE_HANDLERS
         from profiles.views.profiles import CardTab, add_card_tab
         from resources.services import CONSENT_HANDLERS
 
+        # Ingestion keeps each account's event types and retention per process (TypeBook).
+        confcache.watch(EventType, HistorySettings)
         post_migrate.connect(_sync_after_migrate, sender=self, dispatch_uid="history.sync_system_types")
         if services.events_merge not in MERGE_HANDLERS:
             MERGE_HANDLERS.append(services.events_merge)

@@ -5,13 +5,16 @@ A higher app registers in its AppConfig.ready():
     from history.handlers import EventHandler, register_handler
     register_handler(EventHandler("mailings.triggers", on_events, types={"cart_abandoned", "order.placed"}))
 
-After the transaction that stored events commits, the ingestion service enqueues ONE task per
-stored batch on the trigger queue (`history.tasks.events_dispatch_trigger_task`), and only when a
-registered handler wants one of the batch's types. The task loads the batch in one query and
-calls each interested handler once with its events (a list, oldest first). Handlers must be
-idempotent (a redelivered task calls them again with the same events; a failing handler is
-retried alone, with backoff) and quick: heavy work is
-theirs to batch and enqueue. History never imports the apps that register here.
+The statement that stores a batch also writes, in the same transaction, one outbox row
+(`EventDispatch`) listing the stored events some registered handler wants (a batch nobody
+listens to writes none). After commit one drain task on the trigger queue
+(`history.tasks.events_drain_trigger_task`) takes the outbox rows of however many batches came
+in meanwhile and calls each interested handler once with their events (a list, oldest first);
+beat runs the same drain every 10 s, so a batch stored while Redis was down reaches the
+handlers once it is back. Handlers must be idempotent (a redelivered drain calls them again
+with the same events; a failing handler is retried alone, from its own outbox row, with
+backoff) and quick: heavy work is theirs to batch and enqueue. History never imports the apps
+that register here.
 
 `types=None` means every type. Custom type names are per account, so a handler that cares about
 one account's "cart_abandoned" checks `event.account_id` itself.

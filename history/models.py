@@ -184,6 +184,31 @@ class Event(models.Model):
         return f"{self.type_id} #{self.pk}"
 
 
+class EventDispatch(models.Model):
+    """The outbox between stored events and the registered handlers (`history.handlers`).
+
+    The statement that stores a batch adds one row here, in the same transaction, listing the
+    stored events some handler wants; the trigger worker drains the rows (many batches at a
+    time), calls the handlers and deletes them. So a stored event reaches its handlers even when
+    Redis was down at commit (the sweep drains what no task was queued for), and a failing
+    handler is retried from here with backoff (`handlers` names the ones still owed, `due_at`
+    when to try again). Rows live for a moment: no account, no page shows them one by one."""
+
+    id = models.BigAutoField(primary_key=True)
+    event_ids = models.JSONField(help_text="The stored events' ids, ascending.")
+    handlers = models.JSONField(null=True, blank=True, help_text="Only these handlers (a retry); empty: all interested.")
+    attempts = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField(default=tz.now)
+    created_at = models.DateTimeField(default=tz.now)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["due_at", "id"], name="eventdispatch_due_idx")]
+
+    def __str__(self) -> str:
+        return f"dispatch #{self.pk} ({len(self.event_ids or [])} events)"
+
+
 class HistorySettings(models.Model):
     """The account's history settings: how long events are kept."""
 

@@ -9,18 +9,16 @@ from celery import shared_task
 log = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, max_retries=5, acks_late=True)
-def events_dispatch_trigger_task(self, ids: list[int], only: list[str] | None = None) -> dict[str, int]:
-    """Hand a stored batch to the registered handlers (trigger queue: reacts within a second). A
-    handler that fails is retried with backoff, alone: the others are not called twice."""
-    from history.handlers import HandlerError
-    from history.services import events_dispatch
+@shared_task(bind=True)
+def events_drain_trigger_task(self) -> int:
+    """Hand the stored events owed to the registered handlers (the outbox) to them: queued by the
+    first batch after a quiet moment, and by beat every 10 s for what no task was queued for
+    (Redis down at commit) and for handlers due a retry."""
+    from history.services import events_drain
+    from history.services.dispatch import LINGER
 
-    try:
-        return events_dispatch(ids, only=only)
-    except HandlerError as exc:
-        failed = [name for name, _ in exc.failed]
-        raise self.retry(args=[ids, failed], exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
+    # Run eagerly (the embedded setup's tests, a shell) it must not keep the caller waiting.
+    return events_drain(linger=0.0 if self.request.is_eager else LINGER)
 
 
 @shared_task

@@ -11,8 +11,11 @@ class ProfilesConfig(AppConfig):
     def ready(self) -> None:
         from accounts.audit import register_verbs
         from accounts.demo import DEMO_HOOKS
+        from cdp import confcache
         from profiles.demo import demo_profiles
+        from profiles.models import ProfileDatabase
 
+        confcache.watch(ProfileDatabase)  # the event API keeps databases by slug per process
         if demo_profiles not in DEMO_HOOKS:
             DEMO_HOOKS.append(demo_profiles)
 

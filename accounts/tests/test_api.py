@@ -39,12 +39,52 @@ def test_it_refuses_missing_or_bad_tokens_with_401(db, client, header):
     assert response["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_a_revoked_or_expired_token_stops_working(api, api_token, acme):
+def test_a_revoked_or_expired_token_stops_working(api, api_token, acme, monkeypatch):
+    from accounts.access import Actor
+    from accounts.services import api_token_revoke
+
+    raw = api_token(acme)
+    token = ApiToken.objects.get()
+    token.expires_at = timezone.now() + timedelta(seconds=30)
+    token.save()
+    assert api(raw).get("/api/v1/account").status_code == 200  # from here on kept by the process
+    later = timezone.now() + timedelta(seconds=31)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    assert api(raw).get("/api/v1/account").status_code == 401  # expired: checked on every use
+    monkeypatch.undo()
+    token.expires_at = None
+    token.save()
+    assert api(raw).get("/api/v1/account").status_code == 200
+    api_token_revoke(token=token, actor=Actor.system())
+    assert api(raw).get("/api/v1/account").status_code == 401
+
+
+def test_a_token_revoked_by_another_process_stops_working_at_its_next_request(api, api_token, acme):
+    from django.core.cache import cache
+
+    from cdp import confcache
+
     raw = api_token(acme)
     assert api(raw).get("/api/v1/account").status_code == 200
-    ApiToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    # Another process revokes it: the row changes (no signal in this process) and the shared
+    # configuration generation moves.
+    ApiToken.objects.update(revoked_at=timezone.now())
+    client = confcache._raw_client()
+    if client is not None:
+        client.set(cache.make_and_validate_key(confcache.KEY), "moved")
+    else:
+        cache.set(confcache.KEY, "moved", timeout=None)
     assert api(raw).get("/api/v1/account").status_code == 401
-    ApiToken.objects.update(expires_at=None, revoked_at=timezone.now())
+
+
+def test_a_change_made_behind_the_apps_back_is_seen_within_a_minute(api, api_token, acme, monkeypatch):
+    from cdp import confcache
+
+    raw = api_token(acme)
+    assert api(raw).get("/api/v1/account").status_code == 200
+    ApiToken.objects.update(revoked_at=timezone.now())  # raw SQL, say: no signal, no generation bump
+    start = confcache._clock()
+    monkeypatch.setattr(confcache, "_clock", lambda: start + confcache.MAX_AGE + 1)
     assert api(raw).get("/api/v1/account").status_code == 401
 
 

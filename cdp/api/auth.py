@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -13,15 +14,36 @@ from ninja.security import HttpBearer
 
 from accounts.models import ApiToken, hash_secret
 from accounts.permissions import Perm
+from cdp import confcache
 from cdp.api.errors import ApiError
+
+log = logging.getLogger(__name__)
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def token_lookup(raw: str) -> ApiToken | None:
+# Active tokens by hash, with their account, kept per process until any configuration changes
+# (a revocation, a role or account change: see cdp.confcache). Expiry is checked on every use.
+_TOKENS: dict[str, ApiToken] = confcache.register({})
+MAX_CACHED_TOKENS = 10_000
+
+
+def token_lookup(raw: str, *, cached: bool = False) -> ApiToken | None:
+    """The active token `raw` names, with its account; `cached`: the caller has just synced the
+    configuration cache (the API's authentication), so a token seen before needs no query."""
     if not raw or len(raw) > 200:
         return None
-    return ApiToken.objects.active().select_related("account").filter(token_hash=hash_secret(raw)).first()
+    digest = hash_secret(raw)
+    if cached:
+        hit = _TOKENS.get(digest)
+        if hit is not None and hit.is_active:
+            return hit
+    token = ApiToken.objects.active().select_related("account").filter(token_hash=digest).first()
+    if cached and token is not None:
+        if len(_TOKENS) >= MAX_CACHED_TOKENS:
+            _TOKENS.clear()
+        _TOKENS[digest] = token
+    return token
 
 
 def bearer_from(request: HttpRequest) -> str:
@@ -30,17 +52,36 @@ def bearer_from(request: HttpRequest) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def _rate_limit(request: HttpRequest, token: ApiToken) -> None:
+def _count_request(raw: str) -> tuple[int | None, bool]:
+    """Count the request against its token's rate window and read the configuration generation,
+    in one Redis round trip: (requests in this minute or None if the cache is down, whether the
+    per-process caches may be used). The window is keyed by the token's hash, so the count is
+    taken before the token is looked up."""
+    key = f"api-rate:{hash_secret(raw)[:32]}:{int(time.time() // 60)}"
+    try:
+        made = cache.make_and_validate_key(key)
+        got = confcache.pipeline_get([("incr", (made,)), ("expire", (made, 120))])
+        if got is not None:
+            results, gen = got
+            return int(results[0]), confcache.sync(gen)
+        cache.add(key, 0, timeout=120)  # other backends: two calls
+        try:
+            used = cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.set(key, 1, timeout=120)
+            used = 1
+        return used, confcache.check()
+    except Exception:  # the cache being down lets the request through (logged), never refuses it
+        log.warning("API rate limit unavailable", exc_info=True)
+        confcache.sync(None)
+        return None, False
+
+
+def _rate_limit(request: HttpRequest, token: ApiToken, used: int | None) -> None:
+    if used is None:
+        return
     limit = token.rate_limit_per_minute or settings.API_RATE_LIMIT_PER_MINUTE
     now = time.time()
-    window = int(now // 60)
-    key = f"api-rate:{token.pk}:{window}"
-    cache.add(key, 0, timeout=120)
-    try:
-        used = cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=120)
-        used = 1
     request._api_rate = (limit, max(0, limit - used), int(60 - now % 60) + 1)
     if used > limit:
         raise ApiError(
@@ -57,16 +98,18 @@ class TokenAuth(HttpBearer):
         return super().__call__(request)
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
-        api_token = getattr(request, "api_token", None) or token_lookup(token)
+        used, fresh = _count_request(token) if token and len(token) <= 200 else (None, False)
+        api_token = getattr(request, "api_token", None) or token_lookup(token, cached=fresh)
         if api_token is None:
             request._api_auth_error = "The API token is unknown, revoked or expired."
             return None
-        _rate_limit(request, api_token)
+        _rate_limit(request, api_token, used)
         request.api_token = api_token
         request.account = api_token.account
         now = timezone.now()
         if api_token.last_used_at is None or now - api_token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now)
+            api_token.last_used_at = now  # the cached object too, or every request would write it
         return api_token
 
 

@@ -25,13 +25,14 @@ import re
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Query, Router, Status
 
 from accounts.access import Actor
 from accounts.models import Account
 from accounts.permissions import Perm
+from cdp import confcache
 from cdp.api.auth import require
 from cdp.api.errors import ERRORS, ApiError
 from cdp.api.pagination import CursorPage
@@ -105,8 +106,17 @@ def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
 
 
+# Databases by (account, slug), per process until the configuration changes (cdp.confcache):
+# the batch endpoint needs one per request and the request's authentication has just synced.
+_DATABASES: dict[tuple[int, str], ProfileDatabase] = confcache.register({})
+
+
 def _database(account: Account, slug: Any) -> ProfileDatabase:
     """The account's database named by `slug`, or its only database when `slug` is left out."""
+    if isinstance(slug, str) and confcache.check(fresh_within=1.0):
+        hit = _DATABASES.get((account.pk, slug))
+        if hit is not None:
+            return hit
     qs = ProfileDatabase.objects.for_account(account)
     if slug is None:
         found = list(qs.order_by("pk")[:2])
@@ -123,7 +133,11 @@ def _database(account: Account, slug: Any) -> ProfileDatabase:
         if database is None:
             raise ApiError(404, f"There is no profile database {slug[:60]!r} in this account.",
                            details=[{"loc": ["database"], "message": "no such database in this account", "type": "not_found"}])
-    database.account = account  # the token's, already loaded
+        database.account = account  # the token's, already loaded
+        if len(_DATABASES) >= 10_000:
+            _DATABASES.clear()
+        _DATABASES[(account.pk, slug)] = database
+    database.account = account
     return database
 
 
@@ -132,7 +146,7 @@ def _database(account: Account, slug: Any) -> ProfileDatabase:
 
 @router.post("/events/batch", tags=EVENTS, response={200: BatchOut, **ERRORS}, openapi_extra={"requestBody": BATCH_BODY},
              summary=f"Send up to {MAX_BATCH:,} events")
-def events_batch_api(request: HttpRequest) -> JsonResponse:
+def events_batch_api(request: HttpRequest) -> HttpResponse:
     """Stores each valid event and answers a result per item, in order: `stored` (with the event's
     id), `duplicate` (its id was stored before, or earlier in this batch: nothing stored again) or
     `error` with the field and the reason (unknown type or profile, properties that do not match a
@@ -160,8 +174,8 @@ def events_batch_api(request: HttpRequest) -> JsonResponse:
     database = _database(token.account, body.get("database"))
     outcome = ingest_payloads(account=token.account, database=database, items=events,
                               create_profiles=token.create_profiles, source="api", public_only=True)
-    # Already plain JSON: answered as is, without a pydantic pass over a thousand results.
-    return JsonResponse(outcome.as_dict())
+    # Written out as JSON directly, without a pydantic pass over a thousand results.
+    return HttpResponse(outcome.as_json(), content_type="application/json")
 
 
 def _field_loc(field: str) -> list[str | int]:

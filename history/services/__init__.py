@@ -1,9 +1,11 @@
-"""Writes on the action history. Modules: ingest (the one way events are stored), payloads
+"""Writes on the action history. Modules: ingest (the one way events are stored), dispatch (stored
+events to the registered handlers, through the outbox), payloads
 (events as integrations send them), types (custom event types), lifecycle (merge, erasure,
 retention, consent changes as events)."""
 
 from __future__ import annotations
 
+from history.services.dispatch import dispatch_backlog, events_dispatch, events_drain, poke  # noqa: F401
 from history.services.ingest import (  # noqa: F401
     CHANNELS,
     MAX_BATCH,
@@ -11,7 +13,6 @@ from history.services.ingest import (  # noqa: F401
     EventIn,
     ItemResult,
     TypeBook,
-    events_dispatch,
     events_ingest,
 )
 from history.services.lifecycle import (  # noqa: F401

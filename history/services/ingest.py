@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone as tz
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Account
+from cdp import confcache
 from history import handlers
 from history.catalogue import BY_ID
-from history.models import Event, EventType, HistorySettings
+from history.models import Event, EventDispatch, EventType, HistorySettings
 from history.schema import CompiledSchema
+from history.services.dispatch import poke
 from profiles.fieldtypes import Context
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,7 @@ MAX_PROPERTIES_BYTES = 16 * 1024
 MAX_KEY_LENGTH = 128
 MAX_FUTURE = timedelta(hours=1)
 MAX_PAST = timedelta(days=3653)
+_PROPERTIES_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 CHANNELS = frozenset({"", "email", "sms", "webpush", "mobilepush", "telegram", "web", "app"})
 
 
@@ -75,6 +75,13 @@ class ItemResult:
     field: str = ""
     untyped: bool = False
 
+    def as_json(self) -> str:
+        """`as_dict` as JSON text; a stored item (nearly every one) is written out directly."""
+        if self.status == "stored" and not self.error and self.id is not None:
+            return (f'{{"index":{self.index},"status":"stored","id":{self.id}'
+                    + (',"untyped":true}' if self.untyped else "}"))
+        return json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":"))
+
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"index": self.index, "status": self.status}
         if self.id is not None:
@@ -99,8 +106,7 @@ class TypeSpec:
 @dataclass
 class TypeBook:
     """What ingestion needs to know about an account: its event types by name, and its retention
-    period. `for_account` keeps it per process while the account's rules version (in the shared
-    cache, bumped by every change of a type or of the retention) stays the same."""
+    period. `for_account` keeps it per process until the configuration changes (cdp.confcache)."""
 
     by_name: dict[str, TypeSpec] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
@@ -108,21 +114,13 @@ class TypeBook:
 
     @classmethod
     def for_account(cls, account: Account) -> TypeBook:
-        try:
-            version = cache.get(_rules_key(account.pk))
-            if version is None:
-                cache.add(_rules_key(account.pk), uuid.uuid4().hex, timeout=None)
-                version = cache.get(_rules_key(account.pk))
-        except Exception:  # the cache being down costs a query, never a wrong answer
-            log.warning("history: rules cache unavailable", exc_info=True)
-            version = None
-        now = time.monotonic()
-        hit = _BOOKS.get(account.pk)
-        if version is not None and hit is not None and hit[0] == version and hit[1] > now:
-            return hit[2]
-        book = cls.load(account)
-        if version is not None:
-            _BOOKS[account.pk] = (version, now + BOOK_TTL, book)
+        # The API has just synced the configuration cache in this request; other callers read
+        # the generation at most once a second.
+        if not confcache.check(fresh_within=1.0):
+            return cls.load(account)
+        book = _BOOKS.get(account.pk)
+        if book is None:
+            book = _BOOKS[account.pk] = cls.load(account)
         return book
 
     @classmethod
@@ -141,30 +139,14 @@ class TypeBook:
         return book
 
 
-BOOK_TTL = 60.0  # seconds; a change elsewhere is seen at once through the version, this bounds a lost bump
-_BOOKS: dict[int, tuple[str, float, TypeBook]] = {}
-
-
-def _rules_key(account_id: int) -> str:
-    return f"history:rules:{account_id}"
+_BOOKS: dict[int, TypeBook] = confcache.register({})
 
 
 def rules_changed(account_id: int) -> None:
-    """An event type or the retention of this account changed: every process reloads its TypeBook.
-    Call it in the changing transaction: it bumps the version now (this process, and the callers
-    of the same transaction, see the change at once) and again after commit (a process that
-    reloaded before the commit, seeing the old rules, reloads once more)."""
-    _bump(account_id)
-    transaction.on_commit(lambda: _bump(account_id))
-
-
-def _bump(account_id: int) -> None:
-    _BOOKS.pop(account_id, None)
-    try:
-        cache.set(_rules_key(account_id), uuid.uuid4().hex, timeout=None)
-    except Exception:
-        log.warning("history: rules cache unavailable; other processes see the change within %s s", BOOK_TTL,
-                    exc_info=True)
+    """An event type or the retention of this account changed: every process reloads its
+    TypeBook (now, and again once the changing transaction commits; see cdp.confcache). The
+    models' signals do it too; services call it for changes made with a bulk update."""
+    confcache.changed()
 
 
 class _Rejected(Exception):
@@ -264,7 +246,9 @@ def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = 
         results[i].untyped = row["untyped"]
         rows.append((i, row))
     if rows:
-        stored = _write(account.pk, rows, database_id)
+        # The types some handler wants: the write adds their stored events to the outbox.
+        wanted = sorted({row["type_id"] for _, row in rows if handlers.wanted([book.names.get(row["type_id"], "")])})
+        stored = _write(account.pk, rows, database_id, wanted)
         missing_keys = [row["idempotency_key"] for i, row in rows if i not in stored and row["idempotency_key"]]
         existing = dict(
             Event.objects.filter(account_id=account.pk, idempotency_key__in=missing_keys).values_list("idempotency_key", "id")
@@ -278,8 +262,8 @@ def events_ingest(*, account: Account, events: Sequence[EventIn], source: str = 
             else:
                 results[i].error, results[i].field = "no such profile in this account", "profile"
                 results[i].untyped = False
-        if stored:
-            _dispatch_after_commit(stored, rows, book)
+        if wanted and any(i in stored and row["type_id"] in wanted for i, row in rows):
+            transaction.on_commit(poke)
     for i, first in dup_of.items():
         r, f = results[i], results[first]
         if f.status == "error":
@@ -315,6 +299,8 @@ def _validate(ev: EventIn, book: TypeBook, now: datetime, earliest: tuple[dateti
         key = str(key).strip()
         if not key or len(key) > MAX_KEY_LENGTH:
             raise _Rejected("id", f"must be 1 to {MAX_KEY_LENGTH} characters")
+        if "\x00" in key:
+            raise _Rejected("id", "contains a NUL character")
     channel = ev.channel or ""
     if channel not in CHANNELS:
         raise _Rejected("channel", f"{str(channel)[:20]!r} is not a channel ({', '.join(sorted(c for c in CHANNELS if c))})")
@@ -327,10 +313,10 @@ def _validate(ev: EventIn, book: TypeBook, now: datetime, earliest: tuple[dateti
             raise _Rejected(f"properties.{name}", f"{why}{more}")
         converted, untyped = props, True
     try:
-        encoded = json.dumps(converted, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        encoded = _PROPERTIES_JSON.encode(converted)
     except (TypeError, ValueError) as exc:
         raise _Rejected("properties", f"cannot be stored as JSON: {exc}") from None
-    if len(encoded.encode()) > MAX_PROPERTIES_BYTES:
+    if len(encoded) * 4 > MAX_PROPERTIES_BYTES and len(encoded.encode()) > MAX_PROPERTIES_BYTES:  # 4: UTF-8's most
         raise _Rejected("properties", f"larger than {MAX_PROPERTIES_BYTES // 1024} KB ({len(encoded.encode()):,} bytes)")
     if "\\u0000" in encoded:
         raise _Rejected("properties", "contains a NUL character")
@@ -348,17 +334,20 @@ _VALUE_COLS = ("profile_id", "type_id", "occurred_at", "channel", "resource_id",
                "link_id", "properties", "source", "idempotency_key", "machine", "untyped")
 
 
-def _write(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None) -> dict[int, int]:
-    """Insert the rows; {item index: new event id} for those stored."""
+def _write(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None,
+           wanted: list[int]) -> dict[int, int]:
+    """Insert the rows, and the outbox row for the stored ones of the `wanted` type ids, in one
+    transaction; {item index: new event id} for those stored."""
     if connection.vendor == "postgresql":
-        return _write_pg(account_id, rows, database_id)
-    return _write_sqlite(account_id, rows, database_id)
+        return _write_pg(account_id, rows, database_id, wanted)
+    return _write_sqlite(account_id, rows, database_id, wanted)
 
 
 # One statement: the batch travels as ONE JSON parameter read by jsonb_to_recordset (the driver
 # adapts a single string: no per-value Python adaptation, no thousands of placeholders; the
 # properties go in as JSON without being encoded twice), each row takes its id from the sequence,
-# and the answer pairs each stored row's id with its place in the batch.
+# the stored rows of the types a handler wants go to the outbox as one row, and the answer pairs
+# each stored row's id with its place in the batch.
 _PG_RECORD = ("n int, profile_id bigint, type_id int, occurred_at timestamptz, channel varchar, resource_id bigint, "
               "mailing_id bigint, run_id bigint, ledger_id bigint, link_id bigint, properties jsonb, source varchar, "
               "idempotency_key varchar, machine bool, untyped bool")
@@ -367,13 +356,16 @@ _PG_WITH = ("WITH v AS MATERIALIZED (SELECT nextval('history_event_id_seq') AS i
             f"FROM jsonb_to_recordset(%s::jsonb) AS r ({_PG_RECORD})) ")
 _PG_VALUES = ("v.profile_id, v.type_id, v.occurred_at, %s, v.channel, v.resource_id, v.mailing_id, v.run_id, "
               "v.ledger_id, v.link_id, v.properties, v.source, v.idempotency_key, v.machine, v.untyped")
-_PG_TAIL = ("ORDER BY v.idempotency_key "
-            "ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id) "
-            "SELECT v.n, v.id FROM v JOIN ins ON ins.id = v.id")
+_PG_CONFLICT = ("ORDER BY v.idempotency_key "
+                "ON CONFLICT (account_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id, type_id) ")
+_PG_OUTBOX = (", outbox AS (INSERT INTO history_eventdispatch (event_ids, handlers, attempts, due_at, created_at, last_error) "
+              "SELECT jsonb_agg(ins.id ORDER BY ins.id), NULL, 0, now(), now(), '' FROM ins "
+              "WHERE ins.type_id = ANY(%s::int[]) HAVING count(*) > 0) ")
+_PG_ANSWER = "SELECT v.n, v.id FROM v JOIN ins ON ins.id = v.id"
 # Profiles the caller looked up in this account's database: account and database are constants.
 _PG_INSERT_KNOWN = (
     _PG_WITH + f", ins AS (INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (constants only)
-    f"SELECT v.id, %s, %s, {_PG_VALUES} FROM v " + _PG_TAIL
+    f"SELECT v.id, %s, %s, {_PG_VALUES} FROM v " + _PG_CONFLICT
 )
 # Profile ids from elsewhere (tokens, ledger rows): joined, so only this account's existing
 # profiles get events. "+ 0" keeps the planner off the account index (stale statistics would
@@ -382,25 +374,48 @@ _PG_INSERT_KNOWN = (
 _PG_INSERT_JOINED = (
     _PG_WITH + f", ins AS (INSERT INTO history_event ({', '.join(_COLS)}) "  # noqa: S608 (constants only)
     f"SELECT v.id, p.account_id, p.database_id, {_PG_VALUES} "
-    "FROM v JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id + 0 = %s " + _PG_TAIL
+    "FROM v JOIN profiles_profile p ON p.id = v.profile_id AND p.account_id + 0 = %s " + _PG_CONFLICT
 )
 
 
-def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None) -> dict[int, int]:
-    parts = []
-    for i, row in rows:
-        # The properties are already JSON text (validated, size-checked): spliced in, not re-encoded.
-        record = {k: v for k, v in row.items() if k != "properties"}
-        record["n"], record["occurred_at"] = i, row["occurred_at"].isoformat()
-        body = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-        parts.append(body[:-1] + ',"properties":' + row["properties"] + "}")
+_json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C string encoder: "…" with escapes
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
+
+
+def _write_pg(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None,
+              wanted: list[int]) -> dict[int, int]:
+    # Each record is written out by hand: its values are ints, booleans, a time and a few strings
+    # (escaped by the json module's C string encoder); the properties are already JSON text
+    # (validated, size-checked), spliced in, not re-encoded.
+    parts = [
+        f'{{"n":{i},"profile_id":{int(row["profile_id"])},"type_id":{int(row["type_id"])},'
+        f'"occurred_at":"{row["occurred_at"].isoformat()}","channel":{_json_str(row["channel"])},'
+        f'"resource_id":{_json_int(row["resource_id"])},"mailing_id":{_json_int(row["mailing_id"])},'
+        f'"run_id":{_json_int(row["run_id"])},"ledger_id":{_json_int(row["ledger_id"])},'
+        f'"link_id":{_json_int(row["link_id"])},"source":{_json_str(row["source"])},'
+        f'"idempotency_key":{"null" if row["idempotency_key"] is None else _json_str(row["idempotency_key"])},'
+        f'"machine":{"true" if row["machine"] else "false"},"untyped":{"true" if row["untyped"] else "false"},'
+        f'"properties":{row["properties"]}}}'
+        for i, row in rows
+    ]
     batch = "[" + ",".join(parts) + "]"
+    outbox, extra = (_PG_OUTBOX, [wanted]) if wanted else ("", [])
+    if database_id is not None:
+        sql, params = _PG_INSERT_KNOWN + outbox + _PG_ANSWER, [batch, account_id, database_id, tz.now(), *extra]
+    else:
+        sql, params = _PG_INSERT_JOINED + outbox + _PG_ANSWER, [batch, tz.now(), account_id, *extra]
+    if database_id is not None and connection.get_autocommit():
+        # One statement is its own transaction: no BEGIN and COMMIT round trips.
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            return dict(cur.fetchall())
     with transaction.atomic(), connection.cursor() as cur:
-        if database_id is not None:
-            cur.execute(_PG_INSERT_KNOWN, [batch, account_id, database_id, tz.now()])
-        else:
+        if database_id is None:
             cur.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-            cur.execute(_PG_INSERT_JOINED, [batch, tz.now(), account_id])
+        cur.execute(sql, params)
         return dict(cur.fetchall())
 
 
@@ -411,7 +426,8 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
-def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None) -> dict[int, int]:
+def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]], database_id: int | None,
+                  wanted: list[int]) -> dict[int, int]:
     # SQLite is local and small: it always joins the profiles (database_id only spares PostgreSQL the join).
     received = tz.now()
     stored: dict[int, int] = {}
@@ -442,29 +458,7 @@ def _write_sqlite(account_id: int, rows: list[tuple[int, dict[str, Any]]], datab
                 [_sqlite_time(received), *params, account_id],
             )
             stored.update({by_id[r[0]]: r[0] for r in cur.fetchall()})
+        owed = sorted(stored[i] for i, row in rows if i in stored and row["type_id"] in wanted)
+        if owed:
+            EventDispatch.objects.create(event_ids=owed)
     return stored
-
-
-def _dispatch_after_commit(stored: dict[int, int], rows: list[tuple[int, dict[str, Any]]], book: TypeBook) -> None:
-    # Only the events some handler wants travel to the trigger queue (a batch nobody listens to costs no task).
-    wanted_names = {name for name in {book.names.get(row["type_id"], "") for i, row in rows if i in stored}
-                    if handlers.wanted([name])}
-    if not wanted_names:
-        return
-    ids = sorted(stored[i] for i, row in rows if i in stored and book.names.get(row["type_id"], "") in wanted_names)
-
-    def enqueue() -> None:
-        from history.tasks import events_dispatch_trigger_task
-
-        events_dispatch_trigger_task.delay(ids)
-
-    transaction.on_commit(enqueue)
-
-
-def events_dispatch(ids: Iterable[int], only: Iterable[str] | None = None) -> dict[str, int]:
-    """Hand stored events to the registered handlers (the trigger task's body); `only`: these handlers."""
-    events = list(Event.objects.filter(id__in=list(ids)).order_by("occurred_at", "id"))
-    if not events:
-        return {}
-    names = dict(EventType.objects.filter(id__in={e.type_id for e in events}).values_list("id", "name"))
-    return handlers.run_handlers(events, names, only=only)

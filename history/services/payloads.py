@@ -43,6 +43,13 @@ class BatchOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {**self.counts, "profiles_created": self.profiles_created, "results": [r.as_dict() for r in self.results]}
 
+    def as_json(self) -> str:
+        """`as_dict` as JSON text, built from each result's own (the API's answer to a batch)."""
+        c = self.counts
+        return (f'{{"stored":{c["stored"]},"duplicate":{c["duplicate"]},"error":{c["error"]},'
+                f'"profiles_created":{self.profiles_created},"results":['
+                + ",".join(r.as_json() for r in self.results) + "]}")
+
 
 class BatchTooLarge(ValueError):
     pass

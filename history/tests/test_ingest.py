@@ -7,13 +7,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone as tz
 
 from history.catalogue import type_id
 from history.handlers import EVENT_HANDLERS, EventHandler, register_handler, unregister_handler
-from history.models import Event
-from history.services import EventIn, events_ingest, ingest_payloads
+from history.models import Event, EventDispatch
+from history.services import EventIn, events_drain, events_ingest, ingest_payloads
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -38,6 +39,23 @@ def test_same_id_is_stored_once_and_answered_as_duplicate(acme, anna, cart_aband
     assert again.status == "duplicate" and again.id == first.id
     assert in_batch_1.status == "stored" and in_batch_2.status == "duplicate" and in_batch_2.id == in_batch_1.id
     assert Event.objects.filter(account_id=acme.pk).count() == 2
+
+
+def test_text_of_any_kind_round_trips_and_nul_is_refused_per_item(acme, anna):
+    # The batch reaches PostgreSQL as JSON written by hand: quotes, backslashes, control characters
+    # and any script must come back unchanged; a NUL (which PostgreSQL's text cannot hold) is an
+    # error on its own item, never a failed batch.
+    key = 'ключ "quoted" \\ back\tslash \u2028 🎉'
+    props = {"title": 'Grüße "x" \\ \n 日本', "emoji": "🎉"}
+    results = events_ingest(account=acme, events=[
+        EventIn("page.viewed", anna.pk, None, props, key=key, source='src "q"'),
+        EventIn("page.viewed", anna.pk, None, None, key="bad\x00key"),
+        EventIn("page.viewed", anna.pk, None, {"x": "nul\x00inside"}),
+    ])
+    assert [r.status for r in results] == ["stored", "error", "error"]
+    assert (results[1].field, results[2].field) == ("id", "properties") and "NUL" in results[1].error
+    e = Event.objects.get(pk=results[0].id)
+    assert (e.idempotency_key, e.properties, e.source) == (key, props, 'src "q"')
 
 
 def test_keys_are_per_account(acme, globex, anna, gina, cart_abandoned):
@@ -275,19 +293,23 @@ def test_a_new_type_is_accepted_at_once_though_the_book_is_cached(acme, anna):
     assert r.status == "stored"
 
 
-def test_another_process_changing_the_rules_is_seen_through_the_version(acme, anna):
-    from django.core.cache import cache
-
+def test_another_process_changing_the_rules_is_seen_through_the_generation(acme, anna):
+    from cdp import confcache
     from history.models import EventType
     from history.services import TypeBook
-    from history.services.ingest import _rules_key
 
+    assert confcache.check()
     first = TypeBook.for_account(acme)
-    assert TypeBook.for_account(acme) is first  # same version: the process keeps it
-    # Another process creates a type and bumps the shared version (here: written directly).
-    EventType.objects.create(account=acme, name="made_elsewhere")
+    assert TypeBook.for_account(acme) is first  # same generation: the process keeps it
+    # Another process creates a type (no signal here) and bumps the shared generation.
+    EventType.objects.bulk_create([EventType(account=acme, name="made_elsewhere")])
     assert "made_elsewhere" not in TypeBook.for_account(acme).by_name
-    cache.set(_rules_key(acme.pk), "another version", timeout=None)
+    client = confcache._raw_client()
+    if client is not None:
+        client.set(cache.make_and_validate_key(confcache.KEY), "another generation")
+    else:
+        cache.set(confcache.KEY, "another generation", timeout=None)
+    assert confcache.check()  # what the next API request's round trip does
     assert "made_elsewhere" in TypeBook.for_account(acme).by_name
 
 
@@ -310,13 +332,64 @@ def test_profile_ids_of_another_account_are_refused_on_the_joined_path(acme, glo
     assert not Event.objects.filter(profile_id=gina.pk).exists()
 
 
-def test_only_the_wanted_events_travel_to_the_trigger_queue(acme, anna, cart_abandoned, received, monkeypatch,
-                                                            django_capture_on_commit_callbacks):
+def test_only_the_wanted_events_go_to_the_outbox_in_the_storing_transaction(acme, anna, cart_abandoned, received,
+                                                                           django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        results = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk)] * 3 + [
+            EventIn("cart_abandoned", anna.pk, None, {"sku": "a"}), EventIn("cart_abandoned", anna.pk, None, {"sku": "b"})])
+        # Written by the storing statement itself: stored and owed to the handlers, or neither.
+        assert list(EventDispatch.objects.values_list("event_ids", "handlers")) == [([results[3].id, results[4].id], None)]
+    assert len(callbacks) == 1 and received == []
+    callbacks[0]()  # the poke: a drain task (eager here) hands them over and empties the outbox
+    assert received == [[(results[3].id, cart_abandoned.pk), (results[4].id, cart_abandoned.pk)]]
+    assert not EventDispatch.objects.exists()
+
+
+def test_one_drain_serves_the_batches_committed_meanwhile(acme, anna, cart_abandoned, received, monkeypatch,
+                                                         django_capture_on_commit_callbacks):
     from history import tasks
 
-    sent: list[list[int]] = []
-    monkeypatch.setattr(tasks.events_dispatch_trigger_task, "delay", lambda ids: sent.append(ids))
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.events_drain_trigger_task, "delay", lambda: queued.append(1))
+    ids = []
+    for sku in ("a", "b", "c"):
+        with django_capture_on_commit_callbacks(execute=True):
+            [r] = events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": sku})])
+            ids.append(r.id)
+    assert queued == [1]  # the first batch queued the drain; the others found it on its way
+    assert events_drain() == 3
+    assert received == [[(i, cart_abandoned.pk) for i in ids]]  # one call for the three batches
+    # The drain cleared the flag once it found the outbox empty: the next batch queues a drain again.
     with django_capture_on_commit_callbacks(execute=True):
-        results = events_ingest(account=acme, events=[EventIn("page.viewed", anna.pk)] * 3 + [
-            EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
-    assert sent == [[results[3].id]]
+        events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "d"})])
+    assert queued == [1, 1]
+
+
+def test_redis_down_at_commit_loses_no_trigger(acme, anna, cart_abandoned, received, monkeypatch,
+                                               django_capture_on_commit_callbacks, caplog):
+    from history import tasks
+
+    def broker_down() -> None:
+        raise ConnectionError("Error 111 connecting to redis")
+
+    monkeypatch.setattr(tasks.events_drain_trigger_task, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):  # the caller's request still succeeds
+        [r] = events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
+    assert r.status == "stored" and received == []
+    assert "sweep will drain" in caplog.text
+    assert EventDispatch.objects.count() == 1
+    events_drain()  # what beat runs every 10 s once Redis is back
+    assert received == [[(r.id, cart_abandoned.pk)]] and not EventDispatch.objects.exists()
+
+
+def test_the_batch_answer_written_by_hand_is_the_same_json_as_the_results():
+    import json
+
+    from history.services import BatchOutcome, ItemResult
+
+    outcome = BatchOutcome([
+        ItemResult(0, "stored", 11), ItemResult(1, "stored", 12, untyped=True), ItemResult(2, "duplicate", 11),
+        ItemResult(3, "error", None, 'unknown event type "x\\y"', "event"), ItemResult(4, "error", None, "é", "properties.a"),
+    ], profiles_created=2)
+    assert json.loads(outcome.as_json()) == outcome.as_dict()
+    assert outcome.as_dict()["results"][3]["error"] == {"field": "event", "message": 'unknown event type "x\\y"'}

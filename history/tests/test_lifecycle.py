@@ -9,16 +9,19 @@ from django.utils import timezone as tz
 from accounts.access import Actor
 from history.catalogue import BY_ID, SYSTEM_TYPES, type_id
 from history.handlers import EventHandler, register_handler, unregister_handler
-from history.models import Event, EventType
+from history.models import Event, EventDispatch, EventType
 from history.schema import SchemaError, clean_schema
 from history.services import (
     EventIn,
     EventTypeError,
+    dispatch_backlog,
+    events_drain,
     events_ingest,
     eventtype_create,
     eventtype_delete,
     eventtype_update,
 )
+from history.services.dispatch import MAX_ATTEMPTS
 from profiles.services import profile_erase, profile_merge
 
 SYSTEM = Actor.system()
@@ -120,11 +123,7 @@ def test_system_types_cannot_change_and_used_types_cannot_go(acme, anna, cart_ab
     assert not EventType.objects.filter(pk=unused.pk).exists()
 
 
-def test_trigger_task_retries_a_failing_handler_without_losing_the_batch(acme, anna, cart_abandoned):
-    from celery.exceptions import Retry
-
-    from history.tasks import events_dispatch_trigger_task
-
+def test_a_failing_handler_is_retried_alone_from_the_outbox_with_backoff(acme, anna, cart_abandoned):
     calls: list[str] = []
 
     def flaky(events):
@@ -136,16 +135,39 @@ def test_trigger_task_retries_a_failing_handler_without_losing_the_batch(acme, a
     register_handler(EventHandler("test.steady", lambda evs: calls.append("steady"), types={"cart_abandoned"}))
     try:
         [r] = events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
-        with pytest.raises(Retry) as retry:
-            events_dispatch_trigger_task.apply(args=[[r.id]], throw=True)
+        assert events_drain() == 1
         assert calls == ["flaky", "steady"]
-        # The retry carries the batch and only the handler that failed.
-        assert retry.value.sig.args == ([r.id], ["test.flaky"])
-        assert events_dispatch_trigger_task.apply(args=retry.value.sig.args, throw=True).get() == {"test.flaky": 1}
+        # The batch is kept, owed to the handler that failed only, due after a backoff.
+        [row] = EventDispatch.objects.all()
+        assert (row.event_ids, row.handlers, row.attempts) == ([r.id], ["test.flaky"], 1)
+        assert row.due_at > tz.now() and "downstream hiccup" in row.last_error
+        assert events_drain() == 0 and calls == ["flaky", "steady"]  # not due yet
+        EventDispatch.objects.update(due_at=tz.now())
+        assert events_drain() == 1
+        assert calls == ["flaky", "steady", "flaky"] and not EventDispatch.objects.exists()
     finally:
         unregister_handler("test.flaky")
         unregister_handler("test.steady")
-    assert calls == ["flaky", "steady", "flaky"]
+
+
+def test_a_handler_that_keeps_failing_is_given_up_on_and_the_batch_kept(acme, anna, cart_abandoned, caplog):
+    def broken(events):
+        raise RuntimeError("always")
+
+    register_handler(EventHandler("test.broken", broken, types={"cart_abandoned"}))
+    try:
+        events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
+        events_drain()
+        for _ in range(MAX_ATTEMPTS):
+            EventDispatch.objects.update(due_at=tz.now())
+            events_drain()
+        [row] = EventDispatch.objects.all()
+        assert row.attempts == MAX_ATTEMPTS and "gave up on handlers test.broken" in caplog.text
+        assert dispatch_backlog() == {"waiting": 0, "retrying": 0, "given_up": 1, "overdue": 0}
+        EventDispatch.objects.update(due_at=tz.now())
+        assert events_drain() == 0  # given up: not tried again
+    finally:
+        unregister_handler("test.broken")
 
 
 def test_demo_history_is_idempotent(acme, olivia):
