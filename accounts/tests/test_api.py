@@ -77,6 +77,17 @@ def test_a_token_revoked_by_another_process_stops_working_at_its_next_request(ap
     assert api(raw).get("/api/v1/account").status_code == 401
 
 
+def test_a_request_cannot_leave_its_in_memory_changes_to_the_next(api, api_token, acme):
+    from cdp.api.auth import token_lookup
+
+    raw = api_token(acme)
+    assert api(raw).get("/api/v1/account").status_code == 200  # cached from here on
+    first = token_lookup(raw, cached=True)
+    first.role, first.account.name = "owner", "Scribbled"  # changed in memory, never saved
+    again = token_lookup(raw, cached=True)
+    assert again.role != "owner" and again.account.name == "Acme"
+
+
 def test_a_change_made_behind_the_apps_back_is_seen_within_a_minute(api, api_token, acme, monkeypatch):
     from cdp import confcache
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from datetime import timedelta
@@ -37,7 +38,11 @@ def token_lookup(raw: str, *, cached: bool = False) -> ApiToken | None:
     if cached:
         hit = _TOKENS.get(digest)
         if hit is not None and hit.is_active:
-            return hit
+            # Copies: a request that changes its token or account object in memory (and fails
+            # before saving) must not hand the change to the next request.
+            token = copy.copy(hit)
+            token.account = copy.copy(hit.account)
+            return token
     token = ApiToken.objects.active().select_related("account").filter(token_hash=digest).first()
     if cached and token is not None:
         if len(_TOKENS) >= MAX_CACHED_TOKENS:
