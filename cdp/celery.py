@@ -38,5 +38,6 @@ app.conf.beat_schedule = {
     "events-dispatch": {"task": "history.tasks.events_drain_trigger_task", "schedule": timedelta(seconds=10)},
     "tracking-drain": {"task": "history.tasks.tracking_drain_trigger_task", "schedule": timedelta(seconds=30)},
     "events-retention": {"task": "history.tasks.retention_cleanup_bulk_task", "schedule": timedelta(hours=1)},
+    "segments-tick": {"task": "segments.tasks.segments_tick_task", "schedule": timedelta(minutes=1)},
 }
 app.autodiscover_tasks()

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "profiles",
     "resources",
     "history",
+    "segments",
 ]
 
 MIDDLEWARE = [

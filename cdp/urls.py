@@ -19,6 +19,7 @@ urlpatterns = [
     path("", include("profiles.urls")),
     path("", include("resources.urls")),
     path("", include("history.urls")),
+    path("", include("segments.urls")),
     path("p/", include("resources.urls_public")),
     path("t/", include("history.urls_tracking")),
 ]

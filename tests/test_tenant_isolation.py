@@ -32,6 +32,8 @@ from profiles.models import Profile, ProfileDatabase, ProfileImport
 from profiles.services import database_create, field_add, profile_upsert
 from resources.models import Resource, Subscription, Suppression
 from resources.services import Via, resource_create, subscription_create, suppression_add
+from segments.models import Segment, SegmentRun
+from segments.services import segment_create, segment_members_add, segment_recalculate
 
 
 @dataclass
@@ -52,6 +54,8 @@ class World:
     suppression: Suppression
     suppressions_job: Job
     event_type: EventType
+    segment: Segment
+    segment_run: SegmentRun
     event: Event
 
 
@@ -64,6 +68,30 @@ OBJECT_ROUTES: dict[str, Build] = {
     "api:eventtype_get_api": lambda w: {"name": w.event_type.name},
     "api:eventtype_update_api": lambda w: {"name": w.event_type.name},
     "api:eventtype_delete_api": lambda w: {"name": w.event_type.name},
+    "api:segment_list_api": lambda w: {"db": w.database.slug},
+    "api:segment_create_api": lambda w: {"db": w.database.slug},
+    "api:segment_count_draft_api": lambda w: {"db": w.database.slug},
+    "api:segment_get_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_update_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_delete_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_count_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_recalculate_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_members_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_members_add_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_members_remove_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_explain_api": lambda w: {"segment_id": w.segment.pk},
+    "api:segment_runs_api": lambda w: {"segment_id": w.segment.pk},
+    "segments:detail": lambda w: {"pk": w.segment.pk},
+    "segments:edit": lambda w: {"pk": w.segment.pk},
+    "segments:delete": lambda w: {"pk": w.segment.pk},
+    "segments:duplicate": lambda w: {"pk": w.segment.pk},
+    "segments:recalculate": lambda w: {"pk": w.segment.pk},
+    "segments:export": lambda w: {"pk": w.segment.pk},
+    "segments:members_add": lambda w: {"pk": w.segment.pk},
+    "segments:members_remove": lambda w: {"pk": w.segment.pk},
+    "segments:explain": lambda w: {"pk": w.segment.pk},
+    "segments:run": lambda w: {"pk": w.segment.pk, "run": w.segment_run.pk},
+    "segments:card_membership": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
     "history:type_detail": lambda w: {"name": w.event_type.name},
     "history:type_delete": lambda w: {"name": w.event_type.name},
     "history:timeline": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
@@ -218,6 +246,9 @@ def world(acme, olivia, alice) -> World:
     # A custom type only acme has (globex must not get one of the same name: its own would answer).
     event_type = eventtype_create(account=acme, name="acme_only", actor=Actor.system())
     [stored] = events_ingest(account=acme, events=[EventIn("acme_only", profile.pk, key="acme-event")])
+    segment = segment_create(database=database, name="Acme list", kind="static", actor=Actor.system())
+    segment_members_add(segment=segment, profile_ids=[profile.pk], actor=Actor.system())
+    segment_run = segment_recalculate(segment=segment)
     return World(
         account=acme,
         owner=olivia,
@@ -238,6 +269,8 @@ def world(acme, olivia, alice) -> World:
                                             state=Job.State.SUCCEEDED, result={"added": 1}),
         event_type=event_type,
         event=Event.objects.get(pk=stored.id),
+        segment=segment,
+        segment_run=segment_run,
     )
 
 

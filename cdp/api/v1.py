@@ -29,11 +29,13 @@ def _register_routers() -> None:
     from history.api import router as history_router
     from profiles.api import router as profiles_router
     from resources.api import router as resources_router
+    from segments.api import router as segments_router
 
     api.add_router("/", accounts_router)
     api.add_router("/", profiles_router)
     api.add_router("/", resources_router)
     api.add_router("/", history_router)
+    api.add_router("/", segments_router)
 
 
 _register_routers()
