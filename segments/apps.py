@@ -10,6 +10,7 @@ class SegmentsConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.audit import register_verbs
+        from accounts.demo import DEMO_HOOKS
         from profiles.services import ERASURE_HANDLERS, MERGE_HANDLERS
         from segments.services import members_erase, members_merge
         from segments.views.card import register as register_card_tab
@@ -19,6 +20,10 @@ class SegmentsConfig(AppConfig):
         if members_erase not in ERASURE_HANDLERS:
             ERASURE_HANDLERS.append(members_erase)
         register_card_tab()  # the profile card's "Segments" tab
+        from segments.demo import demo_segments
+
+        if demo_segments not in DEMO_HOOKS:
+            DEMO_HOOKS.append(demo_segments)
         register_verbs(
             {
                 "segment.created": "created a segment",
