@@ -238,7 +238,7 @@ def test_the_card_shows_every_field_with_inputs_suited_to_the_type(login, alice,
     assert 'type="number" name="loyalty_points"' in html and 'type="checkbox" name="vip"' in html and "checked" in html
     assert '<select name="tier"' in html and '<option value="gold" selected>' in html
     assert 'value="newsletter, app"' in html and "{&quot;size&quot;: &quot;M&quot;}" in html
-    assert [t for t, _ in response.context["tabs"]] == ["data", "subscriptions", "events", "history"]
+    assert [t for t, _ in response.context["tabs"]] == ["data", "subscriptions", "events", "segments", "history"]
 
 
 def test_an_edit_with_a_bad_value_shows_the_error_on_its_field(login, alice, shop, people):

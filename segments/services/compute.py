@@ -208,6 +208,26 @@ def segment_claim_slot(*, segment: Segment, now: datetime) -> bool:
         next_run_at=following) == 1
 
 
+STOPPED = "The last calculation stopped before it finished (its worker was lost). Recalculate it."
+
+
+def segments_unstick() -> int:
+    """Segments left "computing" by a worker that died mid-calculation are marked failed, saying so
+    (the tick runs it every minute). A calculation in progress holds its segment's row lock, so
+    SKIP LOCKED passes over it; on SQLite the update waits for the running writer and then finds
+    its segment no longer computing."""
+    with transaction.atomic():
+        stuck = list(Segment.objects.select_for_update(skip_locked=True).filter(state=Segment.State.COMPUTING)
+                     .values_list("pk", flat=True))
+        if not stuck:
+            return 0
+        n = Segment.objects.filter(pk__in=stuck, state=Segment.State.COMPUTING).update(
+            state=Segment.State.FAILED, problem=STOPPED, problem_path="")
+    if n:
+        log.warning("segments: %d segment(s) left computing by a lost worker marked failed", n)
+    return n
+
+
 def segments_tick(*, now: datetime | None = None) -> list[int]:
     """Claim the updatable segments that are due and queue their recalculation (bulk queue). Two
     schedulers ticking the same minute run each slot once (RELIABILITY.md F10); a scheduler that
@@ -215,6 +235,7 @@ def segments_tick(*, now: datetime | None = None) -> list[int]:
     from segments.tasks import segment_recalculate_bulk_task
 
     now = now or timezone.now()
+    segments_unstick()
     claimed = []
     for seg in segments_due(now=now):
         if segment_claim_slot(segment=seg, now=now):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -250,6 +250,53 @@ def test_the_tick_runs_each_slot_once_even_with_two_schedulers(shop, trio, djang
     # Static and dynamic segments are never due.
     Segment.objects.filter(pk=seg.pk).update(kind="dynamic", next_run_at=slot)
     assert segments_tick(now=now) == []
+
+
+def test_a_segment_left_computing_by_a_lost_worker_is_marked_failed_by_the_tick(shop, trio):
+    from segments.services.compute import STOPPED
+
+    seg = segment_create(database=shop, name="Berlin", kind="updatable", actor=SYSTEM, schedule={"every_hours": 1},
+                         conditions=group(field("city", "eq", "Berlin")), compute=False)
+    Segment.objects.filter(pk=seg.pk).update(state=Segment.State.COMPUTING)  # the worker died after this
+    segments_tick()
+    seg.refresh_from_db()
+    assert (seg.state, seg.problem) == (Segment.State.FAILED, STOPPED)
+    segment_recalculate(segment=seg)  # recalculating heals it
+    seg.refresh_from_db()
+    assert seg.state == Segment.State.OK and seg.problem == ""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
+def test_a_calculation_in_progress_is_not_taken_for_a_lost_one(shop, trio):
+    import threading
+
+    from segments.services.compute import segments_unstick
+
+    seg = segment_create(database=shop, name="Berlin", kind="updatable", actor=SYSTEM, schedule={"every_hours": 1},
+                         conditions=group(field("city", "eq", "Berlin")), compute=False)
+    Segment.objects.filter(pk=seg.pk).update(state=Segment.State.COMPUTING)
+    locked, release, seen = threading.Event(), threading.Event(), []
+
+    def computing() -> None:  # holds the segment's row as a running calculation does
+        try:
+            with transaction.atomic():
+                Segment.objects.select_for_update().filter(pk=seg.pk).first()
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=computing)
+    worker.start()
+    try:
+        assert locked.wait(10)
+        seen.append(segments_unstick())
+    finally:
+        release.set()
+        worker.join(10)
+    assert seen == [0]
+    assert Segment.objects.get(pk=seg.pk).state == Segment.State.COMPUTING
 
 
 def test_recalculation_runs_as_a_job_with_progress(shop, trio, alice, django_capture_on_commit_callbacks):
