@@ -12,10 +12,10 @@ from segments.services import segment_create
 
 DEMO_SEGMENTS = [
     {"slug": "berlin-vips", "name": "Active Berlin VIPs", "kind": "updatable", "schedule": {"every_hours": 1},
-     "description": "In Berlin, over 5,000 points, and bought something in the last 30 days.",
+     "description": "In Berlin, over 1,000 points, and bought something in the last 30 days.",
      "conditions": {"type": "group", "op": "and", "negate": False, "items": [
          {"type": "field", "field": "city", "operator": "eq", "value": "Berlin"},
-         {"type": "field", "field": "loyalty_points", "operator": "gt", "value": 5000},
+         {"type": "field", "field": "loyalty_points", "operator": "gt", "value": 1000},
          {"type": "event", "event": "order.placed", "count": {"op": "exists", "n": 1}, "window": {"last_days": 30}},
      ]}},
     {"slug": "cart-abandoners", "name": "Abandoned a cart this week", "kind": "dynamic",
