@@ -20,6 +20,15 @@ class SegmentsConfig(AppConfig):
         if members_erase not in ERASURE_HANDLERS:
             ERASURE_HANDLERS.append(members_erase)
         register_card_tab()  # the profile card's "Segments" tab
+        from profiles.importing.hooks import IMPORT_HOOKS, ImportHook
+        from segments import importing
+
+        IMPORT_HOOKS["segment"] = ImportHook(
+            check=importing.check_segment, run=importing.add_imported, label=importing.LABEL,
+            form=importing.import_segment_form, template="segments/_import_segment.html",
+            result_template="segments/_import_segment_result.html", parse_cli=importing.import_segment_parse_cli,
+            cli_help="SEGMENT_SLUG: add every imported profile to this static segment",
+        )
         from segments.demo import demo_segments
 
         if demo_segments not in DEMO_HOOKS:
