@@ -121,6 +121,8 @@ def test_the_list_switches_database_and_searches_as_an_htmx_partial(login, alice
     html = response.content.decode()
     assert html.lstrip().startswith('{# The segments') or html.lstrip().startswith("<div id=\"segments\"")
     assert "Berlin VIPs" in html and "<html" not in html
+    # Clearing the search keeps the database.
+    assert f'href="{reverse("segments:list")}?db={vips.database.slug}">Clear</a>' in html
 
 
 def test_an_unknown_database_is_a_404(login, alice, shop_db, charlie, globex):
