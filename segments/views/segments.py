@@ -249,32 +249,30 @@ def _problem_text(segment: Segment) -> str:
     return problem
 
 
+def _start_job(request: HttpRequest, pk: int, start: Any, what: str, **partial: Any) -> HttpResponse:
+    """Start a segment's background job (`start(segment=, actor=)`), then show its progress: the
+    job partial for htmx, else the segment page following it."""
+    segment = get_segment(request, pk)
+    try:
+        job = start(segment=segment, actor=Actor.from_request(request))
+    except SegmentError as exc:
+        messages.error(request, f"{segment.name} cannot be {what}: {exc.message or exc}")
+        return redirect(segment)
+    if request.htmx:
+        return render(request, "segments/_job.html", {"job": job, "segment": segment, **partial})
+    return redirect(f"{segment.get_absolute_url()}?job={job.pk}")
+
+
 @require_POST
 @account_required(Perm.SEGMENTS_EDIT)
 def segment_recalculate(request: HttpRequest, pk: int) -> HttpResponse:
-    segment = get_segment(request, pk)
-    try:
-        job = services.segment_recalculate_job(segment=segment, actor=Actor.from_request(request))
-    except SegmentError as exc:
-        messages.error(request, f"{segment.name} cannot be recalculated: {exc.message or exc}")
-        return redirect(segment)
-    if request.htmx:
-        return render(request, "segments/_job.html", {"job": job, "segment": segment})
-    return redirect(f"{segment.get_absolute_url()}?job={job.pk}")
+    return _start_job(request, pk, services.segment_recalculate_job, "recalculated")
 
 
 @require_POST
 @account_required(Perm.DATA_EDIT)
 def segment_export(request: HttpRequest, pk: int) -> HttpResponse:
-    segment = get_segment(request, pk)
-    try:
-        job = services.segment_export_job(segment=segment, actor=Actor.from_request(request))
-    except SegmentError as exc:
-        messages.error(request, f"{segment.name} cannot be exported: {exc.message or exc}")
-        return redirect(segment)
-    if request.htmx:
-        return render(request, "segments/_job.html", {"job": job, "segment": segment, "download_label": "Download CSV"})
-    return redirect(f"{segment.get_absolute_url()}?job={job.pk}")
+    return _start_job(request, pk, services.segment_export_job, "exported", download_label="Download CSV")
 
 
 @require_http_methods(["GET", "POST"])
