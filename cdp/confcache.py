@@ -71,8 +71,9 @@ def check(fresh_within: float = 0.0) -> bool:
 _CLIENT: list[Any] = []  # [(pool, client)]: one Redis client object per connection pool, not one per call
 
 
-def _raw_client() -> Any | None:
-    """The Redis client behind Django's Redis cache backend (None for other backends)."""
+def raw_client() -> Any | None:
+    """The Redis client behind Django's Redis cache backend, one per process (None for other
+    backends). Keys are the caller's to make: `cache.make_and_validate_key(key)`."""
     inner = getattr(cache, "_cache", None)
     pool_of = getattr(inner, "_get_connection_pool", None)
     if pool_of is None:
@@ -86,7 +87,7 @@ def _raw_client() -> Any | None:
 def read() -> bytes | None:
     """The current generation (set up if missing), or None when the cache is unreachable."""
     try:
-        client = _raw_client()
+        client = raw_client()
         if client is not None:
             key = cache.make_and_validate_key(KEY)
             gen = client.get(key)
@@ -108,7 +109,7 @@ def pipeline_get(commands: list[tuple[str, tuple[Any, ...]]]) -> tuple[list[Any]
     """Run Redis `commands` (name, args; keys already made) and read the generation in ONE round
     trip; (their results, the generation). None when the backend is not Redis (the caller falls
     back to separate calls); raises when Redis is unreachable."""
-    client = _raw_client()
+    client = raw_client()
     if client is None:
         return None
     pipe = client.pipeline(transaction=False)
@@ -146,7 +147,7 @@ def changed() -> None:
 def _bump() -> None:
     clear()
     try:
-        client = _raw_client()
+        client = raw_client()
         if client is not None:
             client.set(cache.make_and_validate_key(KEY), uuid.uuid4().hex)
         else:

@@ -69,7 +69,7 @@ def test_a_token_revoked_by_another_process_stops_working_at_its_next_request(ap
     # Another process revokes it: the row changes (no signal in this process) and the shared
     # configuration generation moves.
     ApiToken.objects.update(revoked_at=timezone.now())
-    client = confcache._raw_client()
+    client = confcache.raw_client()
     if client is not None:
         client.set(cache.make_and_validate_key(confcache.KEY), "moved")
     else:

@@ -21,6 +21,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone as tz
 
+from cdp import confcache
 from history import handlers
 from history.models import Event, EventDispatch, EventType
 
@@ -39,14 +40,24 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** attempts, BACKOFF_CAP))
 
 
+def _flag(force: bool) -> bool:
+    """Set the poke flag; whether it was not set before (or `force`). On Redis through the
+    process's one client (every request pokes: no client object built per call)."""
+    client = confcache.raw_client()
+    if client is None:
+        if force:
+            cache.set(POKE_KEY, 1, timeout=POKE_TTL)
+            return True
+        return cache.add(POKE_KEY, 1, timeout=POKE_TTL)
+    return bool(client.set(cache.make_and_validate_key(POKE_KEY), 1, ex=POKE_TTL, nx=not force)) or force
+
+
 def poke(*, force: bool = False) -> None:
     """After commit: make sure a drain task is on its way (`force`: queue one even though the
     flag stands; the drain that holds it is handing over). Never raises: with Redis down the
     events wait in the outbox for the sweep."""
     try:
-        if force:
-            cache.set(POKE_KEY, 1, timeout=POKE_TTL)
-        elif not cache.add(POKE_KEY, 1, timeout=POKE_TTL):
+        if not _flag(force):
             return  # a drain is queued or running; it will see this batch (see `events_drain`)
     except Exception:
         log.warning("history: cannot flag the event dispatch (the sweep will drain it)", exc_info=True)
