@@ -48,7 +48,16 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, reverse
 
-from bench.harness import Result, Timer, _pg_connect_kwargs, detail, format_ms, percentiles, phase, register
+from bench.harness import (
+    Result,
+    _pg_connect_kwargs,
+    delete_accounts,
+    detail,
+    format_ms,
+    percentiles,
+    phase,
+    register,
+)
 from bench.pages import Page, get_ok, measure, signed_in
 
 PREFIX = "bench-history"
@@ -85,25 +94,10 @@ class Seeded:
 
 
 def cleanup() -> None:
-    """Delete everything a run made, set-based (the ORM would collect millions of events), then
-    VACUUM ANALYZE so the next run meets a clean table."""
+    """Delete everything a run made (see harness.delete_accounts)."""
     from accounts.models import Account, User
 
-    accounts = list(Account.objects.filter(slug__startswith=PREFIX))
-    if accounts:
-        ids = [a.pk for a in accounts]
-        with Timer() as t, transaction.atomic(), connection.cursor() as cur:
-            cur.execute("ANALYZE profiles_profile")
-            cur.execute("DELETE FROM history_event WHERE account_id = ANY(%s)", [ids])
-            deleted = cur.rowcount
-            cur.execute("DELETE FROM profiles_profile WHERE account_id = ANY(%s)", [ids])
-            for account in accounts:
-                account.delete()
-        detail(f"cleanup: {deleted:,} events deleted in {t.seconds:.1f}s")
-        with Timer() as t, connection.cursor() as cur:
-            for table in ("history_event", "profiles_profile"):
-                cur.execute(f"VACUUM ANALYZE {table}")
-        detail(f"cleanup: VACUUM ANALYZE {t.seconds:.1f}s")
+    delete_accounts(list(Account.objects.filter(slug__startswith=PREFIX)))
     User.objects.filter(email=EMAIL).delete()
 
 

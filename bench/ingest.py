@@ -49,7 +49,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Result, Timer, detail, format_ms, make_rng, percentiles, phase, register
+from bench.harness import (
+    Result,
+    Timer,
+    delete_accounts,
+    detail,
+    format_ms,
+    make_rng,
+    percentiles,
+    phase,
+    register,
+)
 
 SLUG = "bench-ingest"
 EMAIL = "bench-ingest-owner@bench.test"
@@ -142,27 +152,15 @@ class Batches:
 
 
 def cleanup() -> None:
-    """Delete what a run made, set-based (the ORM's cascade would load a million events), then
-    VACUUM ANALYZE so the next run meets clean tables."""
-    from django.db import connection, transaction
+    """Delete what a run made (see harness.delete_accounts), and the baseline's table."""
+    from django.db import connection
 
     from accounts.models import Account, User
 
     with connection.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {BASELINE_TABLE}")
-    accounts = list(Account.objects.filter(slug=SLUG))
-    with transaction.atomic(), connection.cursor() as cur:
-        for account in accounts:
-            cur.execute("ANALYZE profiles_profile")
-            cur.execute("DELETE FROM history_event WHERE account_id = %s", [account.pk])
-            cur.execute("DELETE FROM profiles_profile WHERE account_id = %s", [account.pk])
-        for account in accounts:
-            account.delete()
-        User.objects.filter(email=EMAIL).delete()
-    if accounts:
-        with connection.cursor() as cur:
-            for table in ("history_event", "profiles_profile"):
-                cur.execute(f"VACUUM ANALYZE {table}")
+    delete_accounts(list(Account.objects.filter(slug=SLUG)))
+    User.objects.filter(email=EMAIL).delete()
 
 
 def seed(size: int) -> Seeded:

@@ -51,7 +51,7 @@ from django.apps import apps
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from bench.harness import Result, Timer, detail, phase, register
+from bench.harness import Result, Timer, delete_accounts, detail, phase, register
 
 SLUG = "bench-segment"
 EMAIL = "bench-segment-owner@bench.test"
@@ -160,31 +160,14 @@ def _has_table(name: str) -> bool:
 
 
 def cleanup() -> None:
-    """Delete everything a run made, set-based (the ORM's cascade would collect millions of
-    events), then VACUUM ANALYZE so the next run meets clean tables."""
+    """Delete everything a run made (see harness.delete_accounts: the segments first), and the
+    baseline's tables."""
     from accounts.models import Account, User
 
     with connection.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {BASELINE_TABLE}")
         cur.execute(f"DROP TABLE IF EXISTS {MAP_TABLE}")
-    accounts = list(Account.objects.filter(slug=SLUG))
-    if accounts:
-        ids = [a.pk for a in accounts]
-        tables = set(connection.introspection.table_names())
-        with Timer() as t, transaction.atomic(), connection.cursor() as cur:
-            cur.execute("ANALYZE profiles_profile")
-            delete_segments(ids)
-            cur.execute("DELETE FROM history_event WHERE account_id = ANY(%s)", [ids])
-            deleted = cur.rowcount
-            cur.execute("DELETE FROM profiles_profile WHERE account_id = ANY(%s)", [ids])
-            for account in accounts:
-                account.delete()
-        detail(f"cleanup: {deleted:,} events deleted in {t.seconds:.1f}s")
-        with Timer() as t, connection.cursor() as cur:
-            for table in ("history_event", "profiles_profile", MEMBER_TABLE):
-                if table in tables:
-                    cur.execute(f"VACUUM ANALYZE {table}")
-        detail(f"cleanup: VACUUM ANALYZE {t.seconds:.1f}s")
+    delete_accounts(list(Account.objects.filter(slug=SLUG)), before=delete_segments, vacuum=[MEMBER_TABLE])
     User.objects.filter(email=EMAIL).delete()
 
 
