@@ -23,7 +23,7 @@ from cdp.forms import StyledForm
 from profiles.importing.report import Result
 from profiles.models import ProfileDatabase
 from segments.models import Segment
-from segments.services.members import MEMBER, _resize
+from segments.services.members import MEMBER, segment_resize
 
 LABEL = "Add the imported profiles to a segment"
 
@@ -82,7 +82,7 @@ def add_imported(*, database: ProfileDatabase, options: dict[str, Any], ids_tabl
             [segment.pk, now],
         )
         added = max(cur.rowcount, 0)
-    _resize(segment, added)
+    segment_resize(segment, added)
     audit_log(account=segment.account, actor=_actor(database, actor_label), verb="segment.members_added", target=segment,
               data={"added": added, "asked": named, "source": source[:64]})
     result.extra["segment"] = {"segment": segment.name, "segment_id": segment.pk, "named": named, "added": added,

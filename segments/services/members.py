@@ -85,7 +85,7 @@ def _delete(segment: Segment, ids: list[int]) -> int:
     return removed
 
 
-def _resize(segment: Segment, delta: int) -> None:
+def segment_resize(segment: Segment, delta: int) -> None:  # also the import hook's (segments.importing)
     if delta:
         Segment.objects.filter(pk=segment.pk).update(size=Greatest(Coalesce(F("size"), Value(0)) + delta, Value(0)))
 
@@ -100,7 +100,7 @@ def segment_members_add(*, segment: Segment, profile_ids: Iterable[Any], actor: 
     existing = set(Profile.objects.filter(database_id=seg.database_id, pk__in=ids).values_list("pk", flat=True)) \
         if len(ids) <= 1000 else None
     added = _insert(seg, ids)
-    _resize(seg, added)
+    segment_resize(seg, added)
     result = MembersResult(changed=added)
     if existing is not None:
         result.unknown = {i: f"no profile #{i} in {seg.database.name}" for i in ids if i not in existing}
@@ -115,7 +115,7 @@ def segment_members_remove(*, segment: Segment, profile_ids: Iterable[Any], acto
     seg = _static(segment)
     ids = _ids(profile_ids)
     removed = _delete(seg, ids)
-    _resize(seg, -removed)
+    segment_resize(seg, -removed)
     audit_log(account=seg.account, actor=actor, verb="segment.members_removed", target=seg,
               data={"removed": removed, "asked": len(ids), "source": source})
     return MembersResult(changed=removed)
@@ -150,7 +150,7 @@ def segment_members_add_by_key(*, segment: Segment, key: str, values: Iterable[A
         raise SegmentError({"values": f"at most {MAX_IDS_PER_CALL:,} values at a time"})
     ids, unknown = _by_key(seg, key, values)
     added = _insert(seg, sorted(set(ids)))
-    _resize(seg, added)
+    segment_resize(seg, added)
     audit_log(account=seg.account, actor=actor, verb="segment.members_added", target=seg,
               data={"added": added, "asked": len(values), "unknown": len(unknown), "key": key, "source": source})
     return MembersResult(changed=added, unknown=unknown)
@@ -165,7 +165,7 @@ def segment_members_remove_by_key(*, segment: Segment, key: str, values: Iterabl
         raise SegmentError({"values": f"at most {MAX_IDS_PER_CALL:,} values at a time"})
     ids, unknown = _by_key(seg, key, values)
     removed = _delete(seg, sorted(set(ids)))
-    _resize(seg, -removed)
+    segment_resize(seg, -removed)
     audit_log(account=seg.account, actor=actor, verb="segment.members_removed", target=seg,
               data={"removed": removed, "asked": len(values), "unknown": len(unknown), "key": key, "source": source})
     return MembersResult(changed=removed, unknown=unknown)
