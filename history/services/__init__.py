@@ -5,7 +5,7 @@ retention, consent changes as events)."""
 
 from __future__ import annotations
 
-from history.services.dispatch import dispatch_backlog, events_dispatch, events_drain, poke  # noqa: F401
+from history.services.dispatch import dispatch_backlog, events_drain, poke  # noqa: F401
 from history.services.ingest import (  # noqa: F401
     CHANNELS,
     MAX_BATCH,

@@ -156,16 +156,6 @@ def _describe(failed: dict[str, BaseException]) -> str:
     return "; ".join(f"{name}: {exc!r}" for name, exc in sorted(failed.items()))
 
 
-def events_dispatch(ids: Iterable[int], only: Iterable[str] | None = None) -> dict[str, int]:
-    """Hand these stored events to the registered handlers now (`only`: these handlers), oldest
-    first; returns {handler: events handed}. Raises `handlers.HandlerError` when one failed."""
-    events = list(Event.objects.filter(id__in=list(ids)).order_by("occurred_at", "id"))
-    if not events:
-        return {}
-    names = dict(EventType.objects.filter(id__in={e.type_id for e in events}).values_list("id", "name"))
-    return handlers.run_handlers(events, names, only=only)
-
-
 def dispatch_backlog() -> dict[str, int]:
     """What the outbox holds: batches waiting, retries owed, given up (for the status pages)."""
     now = tz.now()

@@ -142,13 +142,6 @@ class TypeBook:
 _BOOKS: dict[int, TypeBook] = confcache.register({})
 
 
-def rules_changed(account_id: int) -> None:
-    """An event type or the retention of this account changed: every process reloads its
-    TypeBook (now, and again once the changing transaction commits; see cdp.confcache). The
-    models' signals do it too; services call it for changes made with a bulk update."""
-    confcache.changed()
-
-
 class _Rejected(Exception):
     def __init__(self, field: str, message: str) -> None:
         self.field, self.message = field, message

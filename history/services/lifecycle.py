@@ -15,7 +15,7 @@ from accounts.audit import audit_log
 from accounts.models import Account
 from history.catalogue import type_id
 from history.models import Event, HistorySettings
-from history.services.ingest import EventIn, TypeBook, events_ingest, rules_changed
+from history.services.ingest import EventIn, TypeBook, events_ingest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -61,7 +61,6 @@ def retention_set(*, account: Account, days: int | None, actor: Actor) -> Histor
         old = settings.retention_days
         settings.retention_days = days
         settings.save()
-        rules_changed(account.pk)
         audit_log(account=account, actor=actor, verb="history.retention_changed", target_label="Event retention",
                   data={"old": old, "new": days})
     return settings

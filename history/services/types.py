@@ -9,10 +9,10 @@ from django.db import IntegrityError, transaction
 from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp import confcache
 from history.catalogue import BY_NAME, FIRST_CUSTOM_ID, SYSTEM_TYPES
 from history.models import CUSTOM_NAME_RE, Event, EventType
 from history.schema import SchemaError, clean_schema
-from history.services.ingest import rules_changed
 
 MAX_CUSTOM_TYPES = 500
 
@@ -36,6 +36,7 @@ def sync_system_types(**_: Any) -> None:
         elif (row.name, row.label, row.description, row.properties) != (st.name, st.label, st.description, st.properties):
             EventType.objects.filter(pk=st.id).update(name=st.name, label=st.label, description=st.description,
                                                       properties=st.properties)
+            confcache.changed()  # a bulk update sends no signal: the kept type books must go
     _reserve_system_ids()
 
 
@@ -90,7 +91,6 @@ def eventtype_create(*, account: Account, name: str, label: str = "", descriptio
                                           properties=schema, strict=strict)
     except IntegrityError:
         raise EventTypeError({"name": f"there is already an event type {name!r}"}) from None
-    rules_changed(account.pk)
     audit_log(account=account, actor=actor, verb="event_type.created", target=et, target_label=name,
               data={"properties": [p["name"] for p in schema], "strict": strict})
     return et
@@ -116,7 +116,6 @@ def eventtype_update(*, event_type: EventType, actor: Actor, label: str | None =
             setattr(et, attr, value)
     if changes:
         et.save()
-        rules_changed(et.account_id)
         audit_log(account=et.account, actor=actor, verb="event_type.updated", target=et, target_label=et.name,
                   data={k: v if k != "properties" else [p["name"] for p in v] for k, v in changes.items()})
     return et
@@ -129,7 +128,5 @@ def eventtype_delete(*, event_type: EventType, actor: Actor) -> None:
         raise EventTypeError({"name": "system event types cannot be deleted"})
     if Event.objects.filter(account_id=event_type.account_id, type_id=event_type.pk).exists():
         raise EventTypeError({"name": "events of this type are stored; disable the type instead (they stay in the history)"})
-    account_id = event_type.account_id
-    rules_changed(account_id)
     audit_log(account=event_type.account, actor=actor, verb="event_type.deleted", target_label=event_type.name)
     event_type.delete()
