@@ -17,6 +17,7 @@ from accounts.models import ApiToken, hash_secret
 from accounts.permissions import Perm
 from cdp import confcache
 from cdp.api.errors import ApiError
+from cdp.ratelimit import count_in
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,7 @@ def _count_request(raw: str) -> tuple[int | None, bool]:
         if got is not None:
             results, gen = got
             return int(results[0]), confcache.sync(gen)
-        cache.add(key, 0, timeout=120)  # other backends: two calls
-        try:
-            used = cache.incr(key)
-        except ValueError:  # evicted between add and incr
-            cache.set(key, 1, timeout=120)
-            used = 1
-        return used, confcache.check()
+        return count_in(key, timeout=120), confcache.check()  # other backends: separate calls
     except Exception:  # the cache being down lets the request through (logged), never refuses it
         log.warning("API rate limit unavailable", exc_info=True)
         confcache.sync(None)
