@@ -60,6 +60,29 @@ def _clear_cache() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _delivery_locmem(settings, tmp_path) -> Iterator[None]:
+    """Every channel goes to the in-memory backend (tests that need SMTP or the file backend set
+    their own), the outbox lives in tmp_path, and the per-process caches (compiled templates,
+    DKIM signers, the SMTP pool) start empty: SQLite reuses ids after a rollback."""
+    from content import rendering
+    from delivery import dkim
+    from delivery.backends import locmem, smtp
+
+    backend = {"BACKEND": "delivery.backends.locmem.LocmemBackend", "OPTIONS": {}}
+    settings.DELIVERY_BACKENDS = {"default": backend, "email": backend}
+    settings.DELIVERY_OUTBOX_DIR = tmp_path / "outbox"
+    settings.DELIVERY_DNS_RESOLVER = ""
+    locmem.reset()
+    dkim.clear_cache()
+    rendering.clear_cache()
+    yield
+    locmem.reset()
+    smtp.pool_clear()
+    dkim.clear_cache()
+    rendering.clear_cache()
+
+
 @pytest.fixture
 def acme(db) -> Account:
     return AccountFactory(name="Acme", slug="acme")

@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "resources",
     "history",
     "segments",
+    "content",
+    "delivery",
 ]
 
 MIDDLEWARE = [
@@ -270,3 +272,34 @@ LOGGING = {
 }
 
 FORM_RENDERER = "cdp.forms.FormRenderer"
+
+# --- delivery ---
+# Secrets at rest (DKIM private keys, provider credentials): Fernet keys, comma separated; the
+# first encrypts, all decrypt (rotation). Unset: derived from SECRET_KEY (see cdp/secrets.py).
+SECRETS_KEYS = env.list("CDP_SECRETS_KEY", default=[])
+# Channel backends, shaped like CACHES (delivery/backends/__init__.py). Embedded default: every
+# channel is written to VAR_DIR/outbox (the outbox page shows it). DELIVERY_BACKEND=smtp sends
+# e-mail through EMAIL_URL's relay instead (accounts' own provider accounts override both).
+DELIVERY_OUTBOX_DIR = Path(env.str("DELIVERY_OUTBOX_DIR", default=str(VAR_DIR / "outbox")))
+_delivery_file = {"BACKEND": "delivery.backends.file.FileBackend", "OPTIONS": {"directory": str(DELIVERY_OUTBOX_DIR)}}
+DELIVERY_BACKENDS = {"default": _delivery_file, "email": _delivery_file}
+if env.str("DELIVERY_BACKEND", default="file") == "smtp":
+    DELIVERY_BACKENDS["email"] = {
+        "BACKEND": "delivery.backends.smtp.SmtpBackend",
+        "OPTIONS": {
+            "host": vars().get("EMAIL_HOST", "localhost"),
+            "port": vars().get("EMAIL_PORT", 25),
+            "username": vars().get("EMAIL_HOST_USER", ""),
+            "password": vars().get("EMAIL_HOST_PASSWORD", ""),
+            "tls": "implicit" if vars().get("EMAIL_USE_SSL") else ("starttls" if vars().get("EMAIL_USE_TLS") else "none"),
+            "rate_per_second": env.float("DELIVERY_SMTP_RATE", default=0.0),
+        },
+    }
+# DNS suggestions: the SPF include of the relay that sends for us ("" suggests "v=spf1 mx ~all"),
+# where DMARC aggregate reports go ("" = dmarc-reports@<domain>), the MX of bounce handling
+# ("" = no return-path record is asked for); a dotted path to a resolve(name, rdtype) function
+# replaces real DNS (browser tests).
+DELIVERY_SPF_INCLUDE = env.str("DELIVERY_SPF_INCLUDE", default="")
+DELIVERY_DMARC_RUA = env.str("DELIVERY_DMARC_RUA", default="")
+DELIVERY_BOUNCE_MX = env.str("DELIVERY_BOUNCE_MX", default="")
+DELIVERY_DNS_RESOLVER = env.str("DELIVERY_DNS_RESOLVER", default="")

@@ -20,6 +20,8 @@ urlpatterns = [
     path("", include("resources.urls")),
     path("", include("history.urls")),
     path("", include("segments.urls")),
+    path("", include("content.urls")),
+    path("", include("delivery.urls")),
     path("p/", include("resources.urls_public")),
     path("t/", include("history.urls_tracking")),
 ]

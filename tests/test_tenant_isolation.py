@@ -26,6 +26,13 @@ from accounts.access import Actor
 from accounts.models import Account, ApiToken, Invitation, Job, Membership, User
 from accounts.permissions import Role
 from accounts.services import api_token_create
+from content.models import Fragment, Template, TemplateVersion
+from content.services import fragment_save, template_create, template_version_save
+from delivery.backends.base import OutboundMessage
+from delivery.backends.file import FileBackend
+from delivery.models import DkimKey, ProviderAccount, Sender, SendingDomain
+from delivery.services import dkim_key_rotate, provider_account_create, sender_create, sending_domain_create
+from delivery.vapid import generate_vapid_keys
 from history.models import Event, EventType
 from history.services import EventIn, events_ingest, eventtype_create
 from profiles.models import Profile, ProfileDatabase, ProfileImport
@@ -57,6 +64,15 @@ class World:
     segment: Segment
     segment_run: SegmentRun
     event: Event
+    template: Template
+    version: TemplateVersion
+    fragment: Fragment
+    domain: SendingDomain
+    retired_key: DkimKey
+    sender: Sender
+    provider: ProviderAccount
+    webpush_provider: ProviderAccount
+    outbox_message: tuple[str, str]
 
 
 Build = Callable[[World], dict[str, Any]]
@@ -97,6 +113,45 @@ OBJECT_ROUTES: dict[str, Build] = {
     "history:timeline": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
     "history:event_detail": lambda w: {"pk": w.event.pk},
     "history:site_tracking_events": lambda w: {"slug": w.resource.slug},
+    # Templates and fragments.
+    "content:template_detail": lambda w: {"pk": w.template.pk},
+    "content:template_check": lambda w: {"pk": w.template.pk},
+    "content:template_profiles": lambda w: {"pk": w.template.pk},
+    "content:template_preview": lambda w: {"pk": w.template.pk},
+    "content:template_settings": lambda w: {"pk": w.template.pk},
+    "content:template_archive": lambda w: {"pk": w.template.pk},
+    "content:template_duplicate": lambda w: {"pk": w.template.pk},
+    "content:template_delete": lambda w: {"pk": w.template.pk},
+    "content:template_versions": lambda w: {"pk": w.template.pk},
+    "content:version_compare": lambda w: {"pk": w.template.pk},
+    "content:version_restore": lambda w: {"pk": w.template.pk, "version": w.version.pk},
+    "content:template_links": lambda w: {"pk": w.template.pk},
+    "content:template_test_send": lambda w: {"pk": w.template.pk},
+    "content:fragment_edit": lambda w: {"pk": w.fragment.pk},
+    "content:fragment_delete": lambda w: {"pk": w.fragment.pk},
+    "api:template_get_api": lambda w: {"template_id": w.template.pk},
+    "api:template_update_api": lambda w: {"template_id": w.template.pk},
+    "api:template_render_api": lambda w: {"template_id": w.template.pk},
+    "api:template_test_send_api": lambda w: {"template_id": w.template.pk},
+    # Sending domains, DKIM keys, senders, providers and the outbox.
+    "delivery:domain_detail": lambda w: {"pk": w.domain.pk},
+    "delivery:domain_verify": lambda w: {"pk": w.domain.pk},
+    "delivery:domain_delete": lambda w: {"pk": w.domain.pk},
+    "delivery:dkim_generate": lambda w: {"pk": w.domain.pk},
+    "delivery:dkim_rotate": lambda w: {"pk": w.domain.pk},
+    "delivery:dkim_remove": lambda w: {"pk": w.domain.pk, "key": w.retired_key.pk},
+    "delivery:sender_edit": lambda w: {"pk": w.sender.pk},
+    "delivery:sender_delete": lambda w: {"pk": w.sender.pk},
+    "delivery:provider_edit": lambda w: {"pk": w.provider.pk},
+    "delivery:provider_delete": lambda w: {"pk": w.provider.pk},
+    "delivery:provider_default": lambda w: {"pk": w.provider.pk},
+    "delivery:provider_test": lambda w: {"pk": w.provider.pk},
+    "delivery:provider_vapid": lambda w: {"pk": w.webpush_provider.pk},
+    "delivery:outbox_message": lambda w: {"day": w.outbox_message[0], "name": w.outbox_message[1]},
+    "delivery:outbox_html": lambda w: {"day": w.outbox_message[0], "name": w.outbox_message[1]},
+    "delivery:outbox_raw": lambda w: {"day": w.outbox_message[0], "name": w.outbox_message[1]},
+    "api:sending_domain_get_api": lambda w: {"domain_id": w.domain.pk},
+    "api:sending_domain_verify_api": lambda w: {"domain_id": w.domain.pk},
     "accounts:member_role": lambda w: {"pk": w.member.pk},
     "accounts:member_remove": lambda w: {"pk": w.member.pk},
     "accounts:invitation_action": lambda w: {"pk": w.invitation.pk, "action": "revoke"},
@@ -225,7 +280,7 @@ def test_every_route_is_covered():
 
 
 @pytest.fixture
-def world(acme, olivia, alice) -> World:
+def world(acme, olivia, alice, settings) -> World:
     token, _ = api_token_create(account=acme, name="acme token", role=Role.ADMIN, actor=Actor.system())
     job = Job(account=acme, kind="audit.export", title="Acme export", state=Job.State.SUCCEEDED)
     job.result_file.save("acme.csv", ContentFile(b"secret,acme,data\n"), save=False)
@@ -249,6 +304,27 @@ def world(acme, olivia, alice) -> World:
     segment = segment_create(database=database, name="Acme list", kind="static", actor=Actor.system())
     segment_members_add(segment=segment, profile_ids=[profile.pk], actor=Actor.system())
     segment_run = segment_recalculate(segment=segment)
+    settings.DELIVERY_DNS_RESOLVER = "delivery.tests.test_views_domains.fake_resolve"  # never the network
+    system = Actor.system()
+    fragment = fragment_save(account=acme, key="acme-footer", name="Acme footer", html="<p>Acme</p>", actor=system)
+    template = template_create(account=acme, name="Acme welcome", kind="transactional", database=database, actor=system)
+    version = template_version_save(template=template, channel="email", actor=system,
+                                    data={"subject": "Hi", "html": '<p>Hi</p>{% include "acme-footer" %}'})
+    domain = sending_domain_create(account=acme, domain="acme.example", actor=system)
+    retired_key = DkimKey.objects.get(domain=domain)
+    dkim_key_rotate(domain=domain, actor=system)
+    sender = sender_create(account=acme, domain=domain, local_part="news", from_name="Acme", actor=system)
+    provider = provider_account_create(account=acme, channel="telegram", kind="telegram", name="Acme bot",
+                                       data={"bot_token": "123:acme"}, actor=system)
+    keys = generate_vapid_keys()
+    vapid = {"vapid_private_key": keys.private_key, "vapid_public_key": keys.public_key}
+    webpush_provider = provider_account_create(account=acme, channel="webpush", kind="webpush", name="Acme push",
+                                               data={"vapid_subject": "mailto:ops@acme.example", **vapid}, actor=system)
+    backend = FileBackend(directory=str(settings.DELIVERY_OUTBOX_DIR))
+    backend.account_id = acme.pk
+    backend.open()
+    [sent] = backend.send_many([OutboundMessage(channel="sms", to="+4915112345678", payload={"text": "hi"})])
+    day, name = sent.provider_id.split("/")
     return World(
         account=acme,
         owner=olivia,
@@ -271,6 +347,15 @@ def world(acme, olivia, alice) -> World:
         event=Event.objects.get(pk=stored.id),
         segment=segment,
         segment_run=segment_run,
+        template=template,
+        version=version,
+        fragment=fragment,
+        domain=domain,
+        retired_key=retired_key,
+        sender=sender,
+        provider=provider,
+        webpush_provider=webpush_provider,
+        outbox_message=(day, name),
     )
 
 

@@ -26,6 +26,8 @@ install_error_handlers(api)
 
 def _register_routers() -> None:
     from accounts.api import router as accounts_router
+    from content.api import router as content_router
+    from delivery.api import router as delivery_router
     from history.api import router as history_router
     from profiles.api import router as profiles_router
     from resources.api import router as resources_router
@@ -36,6 +38,8 @@ def _register_routers() -> None:
     api.add_router("/", resources_router)
     api.add_router("/", history_router)
     api.add_router("/", segments_router)
+    api.add_router("/", content_router)
+    api.add_router("/", delivery_router)
 
 
 _register_routers()
