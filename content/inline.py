@@ -160,6 +160,34 @@ def inline_css(html: str) -> str:
     return out
 
 
+def stylesheet(p: Protected) -> str:
+    """The CSS of the <style> blocks that get inlined (not the ones set aside with template code):
+    what the included fragments are styled with too (see `inline_fragment_css`)."""
+    return "\n".join(m.group(1) for m in _STYLE_BODY.finditer(p.html) if p.prefix not in m.group(0))
+
+
+_STYLE_BODY = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+
+
+def inline_fragment_css(html: str, css: str) -> str:
+    """A fragment's HTML (a header, a footer) with the including template's CSS inlined, as the
+    template's own markup was at save time. Done once per compiled version per worker, never per
+    message. Rules that need an ancestor outside the fragment (`.card p` around an include) do not
+    match: the fragment is styled on its own, and its own <style> blocks are inlined as well."""
+    if not css.strip() and "<style" not in html.lower():
+        return html
+    p = protect(html)
+    set_aside_templated_styles(p)
+    inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=False, keep_link_tags=False)
+    try:
+        out = inliner.inline_fragment(drop_remote_stylesheets(p.html), css)
+    except (css_inline.InlineError, ValueError):  # CSS the inliner cannot use: the fragment as written
+        return html
+    if "<tbody" not in html.lower():
+        out = out.replace("<tbody>", "").replace("</tbody>", "")
+    return restore(out, p)
+
+
 def drop_remote_stylesheets(html: str) -> str:
     """<link rel=stylesheet> is never followed; without CSS to inline it is simply removed."""
     return re.sub(r"<link\b[^>]*\brel\s*=\s*[\"']?stylesheet[^>]*>", "", html, flags=re.I)

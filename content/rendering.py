@@ -16,6 +16,7 @@ account's fragments a version includes are read when it is compiled.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -120,7 +121,11 @@ def prepare(channel: str, data: Mapping[str, Any], *,
     if channel == "email":
         p = inline.protect(str(data.get("html") or ""))
         inline.set_aside_templated_styles(p)
-        p.html = inline.inline_css(inline.drop_remote_stylesheets(p.html))
+        p.html = inline.drop_remote_stylesheets(p.html)
+        css = inline.stylesheet(p)
+        if css.strip():
+            compiled["css"] = css  # included fragments get it at compile time
+        p.html = inline.inline_css(p.html)
         found = inline.catalogue_links(p)
         text = str(data.get("text") or "")
         compiled["text_generated"] = not text.strip()
@@ -168,7 +173,8 @@ class CompiledVersion:
         self.compiled_at = time.monotonic()
         self._urls = tuple(lk["url"] for lk in links)
         self._link_pairs = tuple((int(lk.get("id") or 0), lk["url"]) for lk in links)
-        html_sources = {k: v[0] for k, v in fragments.items()}
+        css = str(compiled.get("css") or "")
+        html_sources = {k: inline.inline_fragment_css(v[0], css) for k, v in fragments.items()}
         text_sources = {k: v[1] for k, v in fragments.items()}
         self._html_env = sandbox.SandboxEnvironment(loader=FragmentLoader(html_sources), autoescape=True)
         self._text_env = sandbox.SandboxEnvironment(loader=FragmentLoader(text_sources), autoescape=False)
@@ -176,11 +182,21 @@ class CompiledVersion:
         self._templates: list[tuple[str, Any]] = []
         self._buttons: list[list[tuple[Any, Any]]] = []
         self.parse_mode = ""
+        self._text_generated = False
         if channel == "email":
             self._add("subject", compiled.get("subject", ""), self._text_env)
             self._add("preheader", compiled.get("preheader", ""), self._text_env)
             self._add("html", compiled.get("html", ""), self._html_env)
-            self._add("text", compiled.get("text", ""), self._text_env)
+            if compiled.get("text_generated"):
+                # The text made from the HTML keeps its template tags on lines of their own; like
+                # Jinja's trim_blocks, a tag's line break is dropped, so a loop gives one line per
+                # item and a false condition leaves no stray blank lines (render collapses the rest).
+                self._text_generated = True
+                env = sandbox.SandboxEnvironment(loader=FragmentLoader(text_sources), autoescape=False,
+                                                 trim_blocks=True, lstrip_blocks=True)
+                self._add("text", compiled.get("text", ""), env)
+            else:
+                self._add("text", compiled.get("text", ""), self._text_env)
         elif channel == "telegram":
             self.parse_mode = str(compiled.get("parse_mode") or "")
             if self.parse_mode == "HTML":
@@ -298,10 +314,15 @@ class CompiledVersion:
             # A header cannot hold line breaks (header injection); the preheader is one line too.
             parts["subject"] = " ".join(parts["subject"].split())
             parts["preheader"] = " ".join(parts["preheader"].split())
+            if self._text_generated:
+                parts["text"] = _BLANK_LINES.sub("\n\n", parts["text"]).strip("\n") + "\n"
         elif self.channel == "telegram":
             parts["parse_mode"] = self.parse_mode
             parts.setdefault("buttons", [])
         return Rendered(self.channel, parts)
+
+
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")  # two or more blank lines
 
 
 def render_error(e: BaseException, part: str) -> RenderError:

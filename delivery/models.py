@@ -125,8 +125,9 @@ class DkimKey(models.Model):
 
 class Sender(models.Model):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="senders")
-    # PROTECT: a domain with senders cannot be deleted by accident (the service says so).
-    domain = models.ForeignKey(SendingDomain, on_delete=models.PROTECT, related_name="senders")
+    # RESTRICT: a domain with senders cannot be deleted on its own (the service says so), while
+    # deleting the whole account (which cascades to both) still works.
+    domain = models.ForeignKey(SendingDomain, on_delete=models.RESTRICT, related_name="senders")
     from_name = models.CharField(max_length=200, blank=True)
     local_part = models.CharField(max_length=64, help_text="The part before @, e.g. news.")
     reply_to = models.EmailField(blank=True)

@@ -3,6 +3,7 @@ anything, the hidden preheader, and the link catalogue."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -194,3 +195,22 @@ def test_saving_catalogues_links_per_account(acme, globex) -> None:
         ids.append(v.links[0]["id"])
         assert Link.objects.get(pk=v.links[0]["id"]).account_id == account.pk
     assert ids[0] != ids[1]
+
+
+def test_included_fragments_are_styled_by_the_templates_css(acme) -> None:
+    from content.rendering import compiled
+    from content.services import fragment_save, template_create, template_version_save
+
+    system = SYSTEM
+    fragment_save(account=acme, key="footer", name="Footer", actor=system,
+                  html='<p class="legal">{{ account.name }} &middot; <a href="{{ links.unsubscribe }}">Unsubscribe</a></p>')
+    template = template_create(account=acme, name="Styled", kind="marketing", actor=system)
+    version = template_version_save(template=template, channel="email", actor=system, data={
+        "subject": "s",
+        "html": "<style>.legal { color: #6b7280; font-size: 12px; } a { color: #2563eb; }</style>"
+                '<p>Hi</p>{% include "footer" %}'})
+
+    html = compiled(version).render(ctx()).parts["html"]
+
+    assert re.search(r'<p class="legal" style="color: #6b7280; ?font-size: 12px;?">', html), html
+    assert re.search(r'<a href="#unsubscribe" style="color: #2563eb;?">Unsubscribe</a>', html), html

@@ -45,3 +45,20 @@ def test_template_constructs_are_kept_and_literal_braces_stay_literal() -> None:
 def test_empty_html_gives_empty_text() -> None:
     assert html_to_text("") == ""
     assert html_to_text("<style>x</style>") == ""
+
+
+def test_a_generated_text_part_has_one_line_per_loop_item_and_no_stray_blank_lines() -> None:
+    from content.tests.core_fixtures import compile_parts, ctx
+
+    html = ("<h1>Hi {{ profile.first_name }}</h1><p>Thanks.</p>\n"
+            "{% if profile.tags %}<p>Picked for you:</p>\n"
+            "<ul>{% for t in profile.tags %}<li>{{ t }}</li>{% endfor %}</ul>{% endif %}\n"
+            '<p><a href="https://shop.example/">Shop now</a></p>')
+    version = compile_parts("email", {"subject": "s", "html": html})
+
+    with_tags = version.render(ctx(profile={"first_name": "Ann", "tags": ["shoes", "hats"]})).parts["text"]
+    without = version.render(ctx(profile={"first_name": "Ann", "tags": []})).parts["text"]
+
+    assert "- shoes\n- hats\n" in with_tags
+    assert "\n\n\n" not in with_tags and "\n\n\n" not in without
+    assert "Picked for you" not in without and "Thanks.\n\nShop now (https://shop.example/)" in without

@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
                 ('is_default', models.BooleanField(default=False)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
                 ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='senders', to='accounts.account')),
-                ('domain', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='senders', to='delivery.sendingdomain')),
+                ('domain', models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name='senders', to='delivery.sendingdomain')),
             ],
             options={
                 'ordering': ['-is_default', 'from_name', 'local_part', 'id'],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models import RestrictedError
 
 from accounts.access import Actor
 from delivery.demo import demo_delivery
 from delivery.models import DkimKey, ProviderAccount, Sender, SendingDomain
-from delivery.services import sending_domain_create
+from delivery.services import sender_create, sending_domain_create
 
 SYSTEM = Actor.system()
 
@@ -68,3 +69,15 @@ def test_the_demo_adds_a_pending_domain_with_a_key_and_a_default_sender_once(acm
     assert summary == "delivery: nothing made"
     assert domain.status == "pending" and domain.active_key() is not None
     assert [str(s) for s in Sender.objects.for_account(acme)] == ["Northwind <news@shop.example>"]
+
+
+def test_an_account_with_senders_can_be_deleted_but_a_domain_alone_cannot(acme):
+    domain = sending_domain_create(account=acme, domain="gone.example", actor=Actor.system())
+    sender_create(account=acme, domain=domain, local_part="news", actor=Actor.system())
+    with pytest.raises(RestrictedError):
+        domain.delete()
+
+    acme.delete()
+
+    assert not SendingDomain.objects.filter(domain="gone.example").exists()
+    assert not Sender.objects.exists()
