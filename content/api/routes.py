@@ -12,7 +12,7 @@ and `line` repeated as keys of the detail.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -20,13 +20,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Field as F
 from ninja import Query, Router, Schema, Status
-from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
 
 from accounts.access import Actor
 from accounts.permissions import Perm
 from cdp.api.auth import require
 from cdp.api.errors import ERRORS, ApiError, ErrorOut
 from cdp.api.pagination import CursorPage, paginate
+from cdp.api.types import MAX_ID, id_ref
 from content import rendering, services
 from content.api.schemas import (
     ChannelName,
@@ -50,28 +50,9 @@ from resources.models import Subscription
 router = Router()
 
 TEMPLATES = ["templates"]
-MAX_ID = 2**63 - 1
 
 
-def _resolve_template(value: Any, info: ValidationInfo) -> Template:
-    request = info.context["request"]
-    try:
-        pk = int(value)
-    except (TypeError, ValueError):
-        pk = 0
-    template = None
-    if 0 < pk <= MAX_ID:
-        template = Template.objects.for_account(request.auth.account).select_related("database").filter(pk=pk).first()
-    if template is None:
-        raise ApiError(404, f"There is no template {str(value)[:20]} in this account.")
-    return template
-
-
-TemplateRef = Annotated[
-    Template,
-    PlainValidator(_resolve_template),
-    WithJsonSchema({"type": "integer", "description": "The template's id.", "examples": [7]}),
-]
+TemplateRef = id_ref(Template, what="template", example=7, related=("database",))
 
 
 # --- errors ---------------------------------------------------------------------------------------

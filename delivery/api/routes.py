@@ -11,18 +11,18 @@ record's status `unknown` with "could not check: ..." in its message.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Router, Status
-from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
 
 from accounts.access import Actor
 from accounts.permissions import Perm
 from cdp.api.auth import require
 from cdp.api.errors import ERRORS, ApiError
 from cdp.api.pagination import CursorPage, paginate
+from cdp.api.types import id_ref
 from delivery import selectors, services
 from delivery.api.schemas import SendingDomainIn, SendingDomainOut, VerifyOut
 from delivery.dns import UNKNOWN, DomainCheck
@@ -32,26 +32,9 @@ from delivery.views.records import domain_records
 router = Router()
 
 TAGS = ["sending domains"]
-MAX_ID = 2**63 - 1
 
 
-def _resolve_domain(value: Any, info: ValidationInfo) -> SendingDomain:
-    request = info.context["request"]
-    try:
-        pk = int(value)
-    except (TypeError, ValueError):
-        pk = 0
-    found = selectors.sending_domain_list(request.auth.account).filter(pk=pk).first() if 0 < pk <= MAX_ID else None
-    if found is None:
-        raise ApiError(404, f"There is no sending domain {str(value)[:20]} in this account.")
-    return found
-
-
-DomainRef = Annotated[
-    SendingDomain,
-    PlainValidator(_resolve_domain),
-    WithJsonSchema({"type": "integer", "description": "The sending domain's id.", "examples": [3]}),
-]
+DomainRef = id_ref(SendingDomain, what="sending domain", example=3, queryset=selectors.sending_domain_list)
 
 
 def _record_out(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Field as F
 from ninja import Query, Router, Schema, Status
-from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
 
 from accounts.access import Actor
 from accounts.api import JobOut
@@ -30,6 +29,7 @@ from accounts.permissions import Perm
 from cdp.api.auth import require
 from cdp.api.errors import ERRORS, ApiError
 from cdp.api.pagination import CursorPage, paginate
+from cdp.api.types import MAX_ID, id_ref
 from profiles.api import DatabaseRef
 from profiles.models import WRITABLE_SYSTEM_FIELDS, Profile, ProfileDatabase
 from segments import selectors
@@ -71,31 +71,12 @@ from segments.services import (
 router = Router()
 
 SEGMENTS = ["segments"]
-MAX_ID = 2**63 - 1
 
 
 # --- {segment_id} in the path ---------------------------------------------------------------------
 
 
-def _resolve_segment(value: Any, info: ValidationInfo) -> Segment:
-    request = info.context["request"]
-    try:
-        pk = int(value)
-    except (TypeError, ValueError):
-        pk = 0
-    seg = None
-    if 0 < pk <= MAX_ID:
-        seg = Segment.objects.for_account(request.auth.account).select_related("database__account").filter(pk=pk).first()
-    if seg is None:
-        raise ApiError(404, f"There is no segment {str(value)[:20]} in this account.")
-    return seg
-
-
-SegmentRef = Annotated[
-    Segment,
-    PlainValidator(_resolve_segment),
-    WithJsonSchema({"type": "integer", "description": "The segment's id.", "examples": [7]}),
-]
+SegmentRef = id_ref(Segment, what="segment", example=7, related=("database__account",))
 
 
 # --- errors ---------------------------------------------------------------------------------------
