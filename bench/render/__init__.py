@@ -13,15 +13,15 @@ shop.example with an RSA-2048 DKIM key and a sender made through delivery's serv
 Project path (one process, one thread, timed from the first query to the last signature): the
 subscription ids planned in one query (what a mailing run's ledger holds), then batches of 500,
 ONE query a batch loading the subscriptions with their profiles; per message the plain context
-(`content.rendering.profile_dict` + `build_context`, unsubscribe and preference URLs identical to
-`resources.tokens`'), `compiled(version).render(ctx, link=...)` with click tracking (a token per
-catalogued link, identical to `history.tracking.click_url`'s), and `delivery.compose.compose_email`
-(`delivery.mime.build_email` + `delivery.dkim` with the key object cached per worker). What a
-worker does once (compiling the version, loading the key) is outside the clock, after a warm-up.
-The bench makes the URLs with its own cheap equivalents (paths.ClickLinks, SubscriptionLinks):
-the project's functions reverse a route and derive a key per call (~45 us a URL, ~450 us a
-message), and nothing in the project makes them per message yet; `check_links` proves the
-equivalents give the same bytes before anything is timed.
+(`content.rendering.profile_dict` + `build_context`, the unsubscribe, one-click and preference URLs
+from `resources.tokens.LinkMaker.footer`), `compiled(version).render(ctx, link=...)` with click
+tracking (a token per catalogued link from `history.tracking.ClickLinks.for_message`), and
+`delivery.compose.compose_email` (`delivery.mime.build_email` + `delivery.dkim` with the key object
+cached per worker). What a worker does once (compiling the version, loading the key, building the
+link makers: routes reversed and keys derived once, ~2 us a URL after that) is outside the clock,
+after a warm-up. The link makers are the project's own (`click_url` and `unsubscribe_url` take the
+same path, byte for byte); `check_links` reads the first messages' tokens back with the project's
+readers before anything is timed, so a mis-wired claim cannot go unnoticed.
 
 Baseline, on the same template sources, fragments and profiles (what an application that "just
 uses Django" does): the subscriptions through the ORM (`select_related("profile")`, 500 at a

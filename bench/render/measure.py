@@ -1,6 +1,6 @@
 """Checks and measurements of the render benchmark: DKIM verification with dkimpy, the project's
-messages against the baseline's, the link makers against the project's own functions, the
-per-phase breakdown and a cProfile of the project path."""
+messages against the baseline's, the project path's links read back by the project's token readers,
+the per-phase breakdown and a cProfile of the project path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from bench.harness import detail
 from bench.render.data import DOMAIN, STATIC_LINKS, Seeded
-from bench.render.paths import ClickLinks, ProjectPath, SubscriptionLinks, load_rows, subscription_ids
+from bench.render.paths import ProjectPath, load_rows, subscription_ids
 
 PHASE_REPEATS = 3  # runs of each phase; the fastest counts
 
@@ -32,25 +32,33 @@ def verify(seeded: Seeded, messages: list[bytes], *, label: str) -> None:
     detail(f"verified: {len(messages)} {label} messages pass dkimpy's verifier (local DNS)")
 
 
-def check_links(seeded: Seeded) -> None:
-    """The bench's cheap link makers must give exactly what the project's own functions give."""
-    from types import SimpleNamespace
-
-    from history.tracking import Claims, click_url
+def check_links(seeded: Seeded, n: int = 3) -> None:
+    """The links of the project path's first `n` messages name what they were made for: each click
+    token reads back (history.tracking.read_token) to the message's account, profile, ledger row
+    (its subscription here), resource, time of sending and link; the unsubscribe, one-click and
+    preference tokens (resources.tokens.read_token) to its subscription and profile. The URLs come
+    from the project's own makers (ClickLinks, LinkMaker), so there is nothing else to compare them
+    with; this checks the bench's wiring of them. Raises RuntimeError."""
+    from history.tracking import Claims, read_token
     from resources import tokens
 
-    clicks, subs = ClickLinks(account_id=seeded.account.pk, resource_id=seeded.resource.pk), SubscriptionLinks()
-    for sid, pid, link_id in ((1, 2, 3), (123_456, 987_654, 70_000), (2**40, 5, 1)):
-        sent_at = int(time.time())
-        claims = Claims(account_id=seeded.account.pk, profile_id=pid, ledger_id=sid, resource_id=seeded.resource.pk,
-                        sent_at=sent_at)
-        ours = clicks.for_message(profile_id=pid, ledger_id=sid, sent_at=sent_at)(link_id, "")
-        if ours != click_url(claims, link_id):
-            raise RuntimeError(f"click link differs from history.tracking.click_url: {ours}")
-        sub = SimpleNamespace(pk=sid, profile_id=pid)
-        want = (tokens.unsubscribe_url(sub), tokens.one_click_url(sub), tokens.preferences_url(sub))
-        if subs.for_subscription(sid, pid) != want:
-            raise RuntimeError(f"subscription links differ from resources.tokens: {subs.for_subscription(sid, pid)}")
+    path = ProjectPath(seeded)
+    path.sent_at = int(time.time())
+    link_ids = [link["id"] for link in seeded.version.links]
+    for row in next(load_rows(seeded, subscription_ids(seeded, n)), []):
+        sid, pid = row[0], row[2]
+        ctx, one_click, link = path.context(row)
+        for link_id in link_ids:
+            want = Claims(account_id=seeded.account.pk, profile_id=pid, ledger_id=sid, resource_id=seeded.resource.pk,
+                          link_id=link_id, sent_at=path.sent_at)
+            url = link(link_id, "")
+            if read_token(url.rsplit("/", 1)[1]) != want:
+                raise RuntimeError(f"click link {url} does not name {want}")
+        for purpose, url in ((tokens.UNSUBSCRIBE, ctx["links"]["unsubscribe"]), (tokens.UNSUBSCRIBE, one_click),
+                             (tokens.PREFERENCES, ctx["links"]["preferences"])):
+            token = url.split("/p/", 1)[1].split("/")[1]
+            if tokens.read_token(purpose, token) != tokens.TokenData(subscription_id=sid, profile_id=pid):
+                raise RuntimeError(f"{purpose} link {url} does not name subscription {sid} of profile {pid}")
 
 
 def check_messages(project: list[bytes], baseline: list[bytes]) -> None:
@@ -122,7 +130,7 @@ def phases(seeded: Seeded, n: int) -> dict[str, float]:
     rows = best("load", lambda: [r for batch in load_rows(seeded, ids) for r in batch])
     clock = time.process_time
     prepared = best("context", lambda: [path.context(r) for r in rows])
-    subs = path.subs.for_subscription  # type: ignore[union-attr]
+    subs = path.subs.footer
     best("links", lambda: [subs(r[0], r[2]) for r in rows])
     render = path.cv.render
     rendered = best("render", lambda: [render(ctx, link=link) for ctx, _, link in prepared])

@@ -4,9 +4,6 @@ dkimpy). See the package docstring."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -155,137 +152,48 @@ def load_rows(seeded: Seeded, ids: list[int]) -> Iterator[list[tuple[Any, ...]]]
         yield [(*r[:-1], json.loads(r[-1]) if isinstance(r[-1], str) else r[-1]) for r in rows]
 
 
-class ClickLinks:
-    """Click-tracking URLs byte-identical to `history.tracking.click_url(claims, link_id)` (checked
-    against it), made cheaply: the URL prefix is reversed once, the claims common to a message are
-    packed once, and the MAC starts from a keyed HMAC state copied per link instead of re-keying.
-    `click_url` reverses the route and rebuilds the claims for every link (~50 us a link here)."""
-
-    def __init__(self, *, account_id: int, resource_id: int) -> None:
-        from django.conf import settings
-        from django.urls import reverse
-
-        from history import tracking
-
-        marker = "TOKEN"
-        self._base = settings.SITE_URL + reverse("tracking:click", args=[marker])
-        if not self._base.endswith(marker):
-            raise RuntimeError(f"the click route no longer ends with its token: {self._base}")
-        self._base = self._base[: -len(marker)]
-        self._mac = hmac.new(tracking._key(), digestmod=hashlib.sha256)  # the tracking module's own key
-        self._mac_bytes = tracking.MAC_BYTES
-        self._head = _varints([tracking.VERSION, account_id])
-        self._resource = resource_id
-        self._channel = tracking.CHANNELS.index("email")
-        self._packed: dict[int, bytes] = {}  # link id -> its varint: a version's links are few and fixed
-        self._encode = base64.urlsafe_b64encode
-
-    def for_message(self, *, profile_id: int, ledger_id: int, sent_at: int) -> Callable[[int, str], str]:
-        """The `link` callable for one message (content's render contract: (link_id, url) -> url)."""
-        prefix = self._head + _varints([profile_id, ledger_id, 0, 0, self._resource])
-        tail = _varints([self._channel, sent_at])
-        base, mac, n, packed, encode = self._base, self._mac, self._mac_bytes, self._packed, self._encode
-
-        def link(link_id: int, url: str) -> str:
-            packed_id = packed.get(link_id)
-            if packed_id is None:
-                packed_id = packed[link_id] = _varints([link_id])
-            payload = prefix + packed_id + tail
-            m = mac.copy()
-            m.update(payload)
-            return base + encode(payload + m.digest()[:n]).rstrip(b"=").decode()
-
-        return link
-
-
-def _varints(values: list[int]) -> bytes:
-    """Unsigned LEB128, as history.tracking packs claims."""
-    out = bytearray()
-    for v in values:
-        while v > 0x7F:
-            out.append((v & 0x7F) | 0x80)
-            v >>= 7
-        out.append(v)
-    return bytes(out)
-
-
-class SubscriptionLinks:
-    """`resources.tokens` unsubscribe, one-click and preference URLs, byte-identical (checked
-    against them), made cheaply: routes reversed once, Django's salted-HMAC key derived once per
-    purpose and its keyed state copied per token. The one-click URL reuses the unsubscribe token.
-    `tokens.unsubscribe_url(sub)` re-derives the key and reverses the route per call (~45 us)."""
-
-    def __init__(self) -> None:
-        from django.conf import settings
-        from django.urls import reverse
-
-        from resources import tokens
-
-        def split(route: str) -> tuple[str, str]:
-            marker = "TOKEN"
-            head, _, tail = (settings.SITE_URL + reverse(route, args=[marker])).partition(marker)
-            return head, tail
-
-        self._unsub, self._one_click, self._prefs = (split(f"public:{n}")
-                                                     for n in ("unsubscribe", "one_click", "preferences"))
-
-        def keyed(purpose: str) -> Any:
-            # django.core.signing.Signer(salt=...).signature: salted_hmac(salt + "signer", value, SECRET_KEY)
-            salt = tokens._salt(purpose) + "signer"
-            key = hashlib.sha256((salt + settings.SECRET_KEY).encode()).digest()
-            return hmac.new(key, digestmod=hashlib.sha256)
-
-        self._unsub_mac, self._prefs_mac = keyed(tokens.UNSUBSCRIBE), keyed(tokens.PREFERENCES)
-
-    @staticmethod
-    def _token(mac: Any, value: bytes) -> str:
-        m = mac.copy()
-        m.update(value)
-        return value.decode() + ":" + base64.urlsafe_b64encode(m.digest()).rstrip(b"=").decode()
-
-    def for_subscription(self, subscription_id: int, profile_id: int) -> tuple[str, str, str]:
-        """(unsubscribe page URL, RFC 8058 one-click URL, preferences URL)."""
-        value = base64.urlsafe_b64encode(f"[{subscription_id},{profile_id}]".encode()).rstrip(b"=")
-        unsub = self._token(self._unsub_mac, value)
-        prefs = self._token(self._prefs_mac, value)
-        u, o, p = self._unsub, self._one_click, self._prefs
-        return u[0] + unsub + u[1], o[0] + unsub + o[1], p[0] + prefs + p[1]
-
-
 @dataclass
 class ProjectPath:
     """Everything the project path sets up once per worker: the compiled version, the signer, the
-    link makers, the plain account and resource dicts. `message(row)` builds one signed e-mail."""
+    project's link makers (history.tracking.ClickLinks, resources.tokens.LinkMaker: routes reversed
+    and keys derived once), the plain account and resource dicts. `message(row)` builds one signed
+    e-mail."""
 
     seeded: Seeded
     cv: Any = None
     signer: Any = None
-    clicks: ClickLinks | None = None
-    subs: SubscriptionLinks | None = None
+    clicks: Any = None  # history.tracking.ClickLinks
+    subs: Any = None  # resources.tokens.LinkMaker
     account: dict[str, Any] = field(default_factory=dict)
     resource: dict[str, Any] = field(default_factory=dict)
     mailto: str = ""
+    account_id: int = 0
+    resource_id: int = 0
     sent_at: int = 0  # epoch seconds the click tokens carry; stamped per batch
 
     def __post_init__(self) -> None:
         from content.rendering import account_dict, compiled, resource_dict
         from delivery.dkim import signer_for
+        from history.tracking import ClickLinks
+        from resources.tokens import LinkMaker
 
         s = self.seeded
         self.cv = compiled(s.version)
         self.signer = signer_for(s.dkim_key)
-        self.clicks = ClickLinks(account_id=s.account.pk, resource_id=s.resource.pk)
-        self.subs = SubscriptionLinks()
+        self.clicks = ClickLinks()
+        self.subs = LinkMaker()
         self.account = account_dict(s.account)
         self.resource = resource_dict(s.resource)
         self.mailto = f"unsubscribe@{s.sender.domain.bounce_domain}"
+        self.account_id, self.resource_id = s.account.pk, s.resource.pk
 
     def context(self, row: tuple[Any, ...]) -> tuple[dict[str, Any], str, Callable[[int, str], str]]:
         """(render context, one-click URL, click-link maker) of one (subscription, profile) row."""
         from content.rendering import build_context, profile_dict
+        from history.tracking import Claims
 
         sid, address, pid, email, phone, first, last, birthday, gender, tz, data = row
-        unsub, one_click, prefs = self.subs.for_subscription(sid, pid)  # type: ignore[union-attr]
+        unsub, one_click, prefs = self.subs.footer(sid, pid)
         profile = profile_dict({"id": pid, "email": email, "phone": phone, "first_name": first, "last_name": last,
                                 "birthday": birthday, "gender": gender, "timezone": tz, "data": data})
         ctx = build_context(
@@ -294,7 +202,8 @@ class ProjectPath:
                           "categories": [], "opted_out": []},
             links={"unsubscribe": unsub, "preferences": prefs},
         )
-        link = self.clicks.for_message(profile_id=pid, ledger_id=sid, sent_at=self.sent_at)  # type: ignore[union-attr]
+        link = self.clicks.for_message(Claims(account_id=self.account_id, profile_id=pid, ledger_id=sid,
+                                              resource_id=self.resource_id, sent_at=self.sent_at))
         return ctx, one_click, link
 
     def message(self, row: tuple[Any, ...]) -> bytes:
