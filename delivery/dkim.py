@@ -8,8 +8,9 @@ callers load DkimKey rows with `.defer("private_key")` (selectors.dkim_key_for_s
 
 Signed headers (when present): From, To, Subject, Date, Message-ID, List-Unsubscribe,
 List-Unsubscribe-Post. A message built by delivery.mime (a BuiltEmail) is signed without
-reparsing: its body is already in relaxed canonical form; raw bytes are parsed and
-canonicalized the slow, general way.
+reparsing: its body is already in relaxed canonical form and its headers come canonicalized
+(`BuiltEmail.canonical`); raw bytes are parsed and canonicalized the slow, general way. The
+constant tags of a key's DKIM-Signature (v, a, c, d, s) are formatted once per process.
 """
 
 from __future__ import annotations
@@ -131,8 +132,21 @@ def split_message(message: bytes) -> tuple[list[tuple[str, str]], bytes]:
 # --- signing -----------------------------------------------------------------------------------
 
 
-def _fold_b(signature: str) -> str:
-    return "\r\n ".join(signature[i : i + 72] for i in range(0, len(signature), 72))
+def _fold_b(signature: bytes) -> bytes:
+    return b"\r\n ".join([signature[i : i + 72] for i in range(0, len(signature), 72)])
+
+
+@lru_cache(maxsize=256)
+def _tag_prefix(domain: str, selector: str) -> tuple[str, str]:
+    """The constant start of a key's DKIM-Signature value, as sent and in relaxed canonical
+    form (with the header name): the tags before t=."""
+    wire = f"v=1; a=rsa-sha256; c=relaxed/relaxed; d={domain}; s={selector};\r\n t="
+    return wire, "dkim-signature:" + " ".join(wire.split())
+
+
+@lru_cache(maxsize=64)
+def _h_tag(names: tuple[str, ...]) -> str:
+    return ":".join(names)
 
 
 def sign(
@@ -149,33 +163,39 @@ def sign(
     Headers in `headers` that the message has are signed (the last occurrence of each, as
     RFC 6376 5.4.2 says); absent ones are left out of h=. Raises DkimError for a bad key."""
     key = private_key if isinstance(private_key, rsa.RSAPrivateKey) else load_private_key(private_key)
+    wanted = _wanted(headers if isinstance(headers, tuple) else tuple(headers))
     if isinstance(message, BuiltEmail):
-        msg_headers, body = message.headers, message.body
+        body = message.body
         canon = body if message.body_canonical else canonical_body(body)
+        canonical = message.canonical  # made by build_email, nothing to do here
+        if canonical is None:
+            canonical = _canonical_headers(message.headers, wanted)
+        tail = (message.header_bytes(), b"\r\n", body)  # the body is copied once, into the result
     else:
         msg_headers, body = split_message(message)
         canon = canonical_body(body)
-    # Last occurrence of each wanted header, in the order `headers` lists them.
-    found: dict[str, str] = {}
-    wanted = _wanted(tuple(headers))
-    for name, value in msg_headers:
+        canonical = _canonical_headers(msg_headers, wanted)
+        tail = (message,)
+    names = tuple([h for h in wanted if h in canonical])
+    bh = binascii.b2a_base64(hashlib.sha256(canon).digest(), newline=False).decode("ascii")
+    wire_prefix, canonical_prefix = _tag_prefix(domain, selector)
+    h = _h_tag(names)
+    t = int(time.time()) if timestamp is None else timestamp
+    value = f"{wire_prefix}{t}; h={h};\r\n bh={bh};\r\n b="
+    # The signed data: the headers, then the signature header itself with b= empty.
+    signed = "".join([canonical[n] for n in names]) + f"{canonical_prefix}{t}; h={h}; bh={bh}; b="
+    signature = binascii.b2a_base64(key.sign(signed.encode("ascii"), _PKCS1, _SHA256), newline=False)
+    return b"".join((b"DKIM-Signature: ", value.encode("ascii"), _fold_b(signature), b"\r\n", *tail))
+
+
+def _canonical_headers(headers: list[tuple[str, str]], wanted: tuple[str, ...]) -> dict[str, str]:
+    """Lowercase name -> relaxed canonical line of the last occurrence of each wanted header."""
+    canonical = {}
+    for name, value in headers:
         lower = _LOWER.get(name) or name.lower()
         if lower in wanted:
-            found[lower] = value
-    names = [h for h in wanted if h in found]
-    bh = binascii.b2a_base64(hashlib.sha256(canon).digest(), newline=False).decode("ascii")
-    value = (
-        f"v=1; a=rsa-sha256; c=relaxed/relaxed; d={domain}; s={selector};\r\n"
-        f" t={int(time.time()) if timestamp is None else timestamp}; h={':'.join(names)};\r\n"
-        f" bh={bh};\r\n b="
-    )
-    signed = "".join([canonical_header(n, found[n]) for n in names])
-    signed += "dkim-signature:" + " ".join(value.split())  # the signature header itself, b= empty
-    signature = key.sign(signed.encode("ascii"), _PKCS1, _SHA256)
-    header = ("DKIM-Signature: " + value + _fold_b(base64.b64encode(signature).decode("ascii")) + "\r\n").encode("ascii")
-    if isinstance(message, BuiltEmail):
-        return b"".join((header, message.header_bytes(), b"\r\n", message.body))  # one copy of the body
-    return header + message
+            canonical[lower] = canonical_header(lower, value)
+    return canonical
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,10 @@ delivery-core report). What it builds:
 - Message-ID naming the ledger row (`make_message_id`), List-Unsubscribe with https and
   mailto, List-Unsubscribe-Post (RFC 8058), a VERP envelope sender (`verp_address`) signed with
   an HMAC so nobody can forge a bounce for another message (`verp_parse`).
+- Work that is the same on every message is done once per process: the From header of a
+  sender (an LRU keyed by name and address), the Date of the current second, the VERP HMAC key
+  (derived again when SECRET_KEY changes). `build_email` also hands the signer each header in
+  DKIM relaxed canonical form (`BuiltEmail.canonical`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -44,6 +49,9 @@ _WORD_BYTES = 45  # raw bytes per encoded-word: 60 base64 chars + 12 of "=?utf-8
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII but ":" (RFC 5322 ftext)
 _REF_SAFE = re.compile(r"[^A-Za-z0-9_-]")
+_NOT_ONE_ADDRESS = re.compile(r'[ \t\r\n<>,;"()]')
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # HMAC's inner and outer pads as translate tables
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -61,12 +69,17 @@ class BuiltEmail:
     body: the body bytes (everything after the blank line), CRLF line endings.
     body_canonical: True when `body` is already in DKIM relaxed body canonical form.
     envelope_from: the SMTP MAIL FROM (the VERP Return-Path, or the From address).
+    canonical: lowercase header name -> its DKIM relaxed canonical line ("name:value\\r\\n"),
+        the last occurrence of each, made by `build_email` along with `headers` (partly from
+        caches) so the signer does not canonicalize per message. None: the signer works it
+        out from `headers`. Whoever changes `headers` afterwards must drop it (set None).
     """
 
     headers: list[tuple[str, str]]
     body: bytes
     envelope_from: str
     body_canonical: bool = True
+    canonical: dict[str, str] | None = None
 
     def header_bytes(self) -> bytes:
         return "".join([f"{name}: {value}\r\n" for name, value in self.headers]).encode("ascii")
@@ -201,11 +214,17 @@ def encode_header(name: str, value: str) -> str:
     return _fold_words(_encoded_words(value), len(name) + 2)
 
 
+def canonical_line(lower_name: str, value: str) -> str:
+    """DKIM relaxed header canonicalization (RFC 6376 3.4.2) of one header: "name:value\\r\\n"
+    with the value unfolded, whitespace runs as one space, none at the ends."""
+    return f"{lower_name}:{' '.join(value.split())}\r\n"
+
+
 def encode_address(address: str) -> str:
     """An addr-spec fit for the wire: the domain in IDNA (ASCII) form. Raises AddressError."""
     address = address.strip()
     if address.isascii():
-        if "@" not in address or any(c in address for c in ' \t\r\n<>,;"()'):
+        if "@" not in address or _NOT_ONE_ADDRESS.search(address):
             raise AddressError(f"Not a single e-mail address: {address!r}")
         return address
     local, _, domain = address.rpartition("@")
@@ -221,7 +240,20 @@ def encode_address(address: str) -> str:
 
 
 def format_address(name: str, address: str, header: str = "From") -> str:
-    """`Name <addr>` with the name quoted or encoded as needed (folded when long)."""
+    """`Name <addr>` with the name quoted or encoded as needed (folded when long). Cached: a
+    sender's From is the same on every message (an AddressError is raised, not cached)."""
+    return _format_address(name, address, header)
+
+
+@lru_cache(maxsize=256)
+def _from_header(name: str, address: str) -> tuple[str, str]:
+    """(wire value, DKIM relaxed canonical line) of a From header, per sender."""
+    value = _format_address(name, address, "From")
+    return value, canonical_line("from", value)
+
+
+@lru_cache(maxsize=256)
+def _format_address(name: str, address: str, header: str) -> str:
     address = encode_address(address)
     name = _clean(name).strip()
     if not name:
@@ -240,29 +272,40 @@ def format_address(name: str, address: str, header: str = "From") -> str:
     return f"{folded}{sep}<{address}>"
 
 
-_date_cache: tuple[int, str] = (0, "")
+_date_cache: tuple[int, str, str] = (0, "", "")
+
+
+def _date_header(when: datetime | None) -> tuple[str, str]:
+    """(wire value, DKIM relaxed canonical line) of the Date header; "now" is cached per second."""
+    global _date_cache
+    if when is not None:
+        value = format_datetime(when if when.tzinfo else when.replace(tzinfo=UTC))
+        return value, canonical_line("date", value)
+    now = int(time.time())
+    if _date_cache[0] != now:
+        t = time.gmtime(now)
+        value = (
+            f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+        )
+        _date_cache = (now, value, f"date:{value}\r\n")
+    return _date_cache[1], _date_cache[2]
 
 
 def format_date(when: datetime | None = None) -> str:
     """RFC 5322 date in UTC ("Sun, 29 Nov 2026 00:49:48 +0000"), cached per second."""
-    global _date_cache
-    if when is not None:
-        return format_datetime(when if when.tzinfo else when.replace(tzinfo=UTC))
-    now = int(time.time())
-    if _date_cache[0] != now:
-        t = time.gmtime(now)
-        _date_cache = (
-            now,
-            f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000",
-        )
-    return _date_cache[1]
+    return _date_header(when)[0]
+
+
+def _ref_safe(ref: str) -> str:
+    # A ledger ref is nearly always plain ("L12345"): skip the regex then.
+    return ref if ref.isascii() and ref.isalnum() else _REF_SAFE.sub("", ref)
 
 
 def make_message_id(ref: str, domain: str) -> str:
     """`<{ref}.{random}@{domain}>`: the ledger reference first, so a reply or a bounce that
     quotes the Message-ID names the ledger row (`message_id_ref`)."""
-    return f"<{_REF_SAFE.sub('', ref)}.{os.urandom(6).hex()}@{domain}>"
+    return f"<{_ref_safe(ref)}.{os.urandom(6).hex()}@{domain}>"
 
 
 def message_id_ref(message_id: str) -> str | None:
@@ -278,17 +321,41 @@ def message_id_ref(message_id: str) -> str | None:
 # --- VERP --------------------------------------------------------------------------------------
 
 
+# (SECRET_KEY it was derived from, inner and outer SHA-256 states of the keyed HMAC).
+_verp_state: tuple[str, hashlib._Hash, hashlib._Hash] | None = None
+
+
+def _verp_hmac() -> tuple[hashlib._Hash, hashlib._Hash]:
+    """HMAC-SHA256 (RFC 2104) with the VERP key, keyed once per process: the inner and outer
+    hash states after the padded key, which each MAC copies. Derived again when SECRET_KEY
+    changes (override_settings in tests, a reloaded configuration)."""
+    global _verp_state
+    secret = settings.SECRET_KEY
+    state = _verp_state
+    if state is None or state[0] != secret:
+        key = hashlib.sha256(b"cdp-verp:" + secret.encode()).digest().ljust(64, b"\0")  # 32 <= 64-byte block
+        state = _verp_state = (
+            secret,
+            hashlib.sha256(key.translate(_IPAD)),
+            hashlib.sha256(key.translate(_OPAD)),
+        )
+    return state[1], state[2]
+
+
 def _verp_mac(ref: str) -> str:
-    key = hashlib.sha256(b"cdp-verp:" + settings.SECRET_KEY.encode()).digest()
+    inner_state, outer_state = _verp_hmac()
+    inner = inner_state.copy()
     # Lowercased: some mail systems lowercase the local part of the address a bounce goes to.
-    digest = hmac.new(key, ref.lower().encode(), hashlib.sha256).digest()
-    return binascii.b2a_hex(digest[:5]).decode()
+    inner.update(ref.lower().encode())
+    outer = outer_state.copy()
+    outer.update(inner.digest())
+    return outer.digest()[:5].hex()
 
 
 def verp_address(ref: str, return_path_domain: str) -> str:
     """The envelope sender for one message: "b+{ref}.{mac}@{domain}" (e.g.
     b+L123.9f2c4a1b7e@bounces.shop.example). The MAC keeps people from forging bounces."""
-    ref = _REF_SAFE.sub("", ref)
+    ref = _ref_safe(ref)
     return f"b+{ref}.{_verp_mac(ref)}@{return_path_domain}"
 
 
@@ -340,29 +407,49 @@ def build_email(
     if not html and not text:
         raise ValueError("An e-mail needs an HTML or a text part.")
     to_wire = encode_address(to)
+    from_value, from_canonical = _from_header(from_name, from_addr)
+    subject_value = encode_header("Subject", subject)
+    date_value, date_canonical = _date_header(date)
+    message_id = _clean(message_id)
     out: list[tuple[str, str]] = [
-        ("From", format_address(from_name, from_addr)),
+        ("From", from_value),
         ("To", to_wire),
-        ("Subject", encode_header("Subject", subject)),
-        ("Date", format_date(date)),
-        ("Message-ID", _clean(message_id)),
+        ("Subject", subject_value),
+        ("Date", date_value),
+        ("Message-ID", message_id),
     ]
+    # The DKIM relaxed form of each header, built alongside (see BuiltEmail.canonical).
+    canonical = {
+        "from": from_canonical,
+        "to": f"to:{to_wire}\r\n",  # an encoded address has no whitespace
+        "subject": canonical_line("subject", subject_value),
+        "date": date_canonical,
+        "message-id": canonical_line("message-id", message_id),
+    }
     if reply_to:
-        out.append(("Reply-To", encode_address(reply_to)))
+        reply_to = encode_address(reply_to)
+        out.append(("Reply-To", reply_to))
+        canonical["reply-to"] = f"reply-to:{reply_to}\r\n"
     if list_unsubscribe_https or list_unsubscribe_mailto:
         entries = [f"<{_clean(u).strip()}>" for u in (list_unsubscribe_https, list_unsubscribe_mailto) if u]
         value = ", ".join(entries)
         if len(value) + 18 > 78 and len(entries) == 2:
             value = entries[0] + ",\r\n " + entries[1]
         out.append(("List-Unsubscribe", value))
+        canonical["list-unsubscribe"] = canonical_line("list-unsubscribe", value)
         if one_click and list_unsubscribe_https:
             out.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+            canonical["list-unsubscribe-post"] = "list-unsubscribe-post:List-Unsubscribe=One-Click\r\n"
     if headers:
         for name, value in headers.items():
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"Not a header name: {name!r}")
-            out.append((name, encode_header(name, str(value))))
+            value = encode_header(name, str(value))
+            out.append((name, value))
+            lower = name.lower()
+            canonical[lower] = canonical_line(lower, value)  # a later occurrence replaces an earlier one
     out.append(("MIME-Version", "1.0"))
+    canonical["mime-version"] = "mime-version:1.0\r\n"
 
     if text and html:
         boundary = "=_cdp" + os.urandom(8).hex()  # "=_" never occurs in base64 or 7bit text
@@ -378,7 +465,9 @@ def build_email(
                 b"\r\n--", b, b"--\r\n",
             )
         )
-        out.append(("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+        ctype = f'multipart/alternative; boundary="{boundary}"'
+        out.append(("Content-Type", ctype))
+        canonical["content-type"] = f"content-type:{ctype}\r\n"
     else:
         if html:
             cte, part, ctype = (*_html_part(html), "text/html")
@@ -386,5 +475,14 @@ def build_email(
             cte, part, ctype = (*_text_part(text), "text/plain")
         out.append(("Content-Type", f"{ctype}; charset=utf-8"))
         out.append(("Content-Transfer-Encoding", cte.decode("ascii")))
-        body = part + CRLF
-    return BuiltEmail(headers=out, body=body, envelope_from=return_path or encode_address(from_addr))
+        for name, value in out[-2:]:
+            canonical[name.lower()] = f"{name.lower()}:{value}\r\n"
+        # 7bit text may end with its own line break: another one would be a trailing empty line,
+        # which relaxed body canonicalization drops (and the body hash would not match).
+        body = part if part.endswith(CRLF) else part + CRLF
+        if body == CRLF:  # text that is one line break: its canonical form is the empty body
+            return BuiltEmail(headers=out, body=body, envelope_from=return_path or encode_address(from_addr),
+                              body_canonical=False, canonical=canonical)
+    return BuiltEmail(
+        headers=out, body=body, envelope_from=return_path or encode_address(from_addr), canonical=canonical
+    )

@@ -123,3 +123,38 @@ def test_the_signer_is_cached_per_key_and_decrypts_once(acme, django_assert_num_
     assert first.selector == key.selector and first.domain == "shop.example"
     signed = first.sign(make())
     assert dkimpy.verify(signed, dnsfunc=dns_for({key.record_name: key.txt_value}))
+
+
+@pytest.mark.parametrize("extra", [{}, {"headers": {"Subject": "Overridden  subject"}}, {"html": ""}])
+def test_a_built_message_signs_the_same_with_or_without_its_canonical_headers(keypair, extra):
+    import dataclasses
+    import time
+
+    private, public = keypair
+    built = make(**extra)
+    bare = dataclasses.replace(built, canonical=None)
+    args = {"domain": "shop.example", "selector": "s", "private_key": private, "timestamp": int(time.time())}
+
+    signed = dkim.sign(built, **args)
+    assert signed == dkim.sign(bare, **args) == dkim.sign(bytes(built), **args)
+    assert dkimpy.verify(signed, dnsfunc=dns_for({"s._domainkey.shop.example": dkim.txt_value(public)}))
+
+
+def test_each_domain_and_selector_gets_its_own_signature_tags(keypair):
+    private, public = keypair
+    records = {"a._domainkey.shop.example": dkim.txt_value(public), "b._domainkey.other.example": dkim.txt_value(public)}
+    first = dkim.sign(make(), domain="shop.example", selector="a", private_key=private)
+    second = dkim.sign(make(from_addr="news@other.example"), domain="other.example", selector="b", private_key=private)
+
+    assert b"d=shop.example; s=a;" in first and b"d=other.example; s=b;" in second
+    assert dkimpy.verify(first, dnsfunc=dns_for(records)) and dkimpy.verify(second, dnsfunc=dns_for(records))
+
+
+@pytest.mark.parametrize("text", ["Hello Olga\n", "Hello Olga", "Pay 10 EUR\r\n", "\n", "two\n\nparagraphs\n"])
+def test_a_text_only_message_verifies_whatever_its_last_line_break(keypair, text):
+    private, public = keypair
+    built = make(text=text, html="")
+    signed = dkim.sign(built, domain="shop.example", selector="s", private_key=private)
+
+    assert not built.body.endswith(b"\r\n\r\n")
+    assert dkimpy.verify(signed, dnsfunc=dns_for({"s._domainkey.shop.example": dkim.txt_value(public)}))

@@ -203,3 +203,85 @@ def test_long_line_probe_finds_a_line_at_the_limit():
 
     assert not mime._has_long_line(ok)
     assert mime._has_long_line(too_long)
+
+
+# --- per-process caches ------------------------------------------------------------------------
+
+
+def test_the_verp_mac_is_hmac_sha256_with_the_derived_key():
+    import hashlib
+    import hmac
+
+    from django.conf import settings as django_settings
+
+    key = hashlib.sha256(b"cdp-verp:" + django_settings.SECRET_KEY.encode()).digest()
+    expected = hmac.new(key, b"l987", hashlib.sha256).hexdigest()[:10]
+
+    assert verp_address("L987", "bounces.shop.example") == f"b+L987.{expected}@bounces.shop.example"
+
+
+def test_the_verp_key_follows_a_secret_key_override(settings):
+    before = verp_address("L987", "bounces.shop.example")
+
+    settings.SECRET_KEY = "another secret key for this test only, long enough to be one"
+    after = verp_address("L987", "bounces.shop.example")
+
+    assert after != before
+    assert verp_parse(after) == "L987"
+    assert verp_parse(before) is None  # made with the old key
+
+
+def test_the_verp_key_comes_back_when_the_override_ends(settings):
+    from django.test import override_settings
+
+    before = verp_address("L5", "bounces.shop.example")
+    with override_settings(SECRET_KEY="a temporary secret key for this test, long enough to be one"):
+        assert verp_address("L5", "bounces.shop.example") != before
+
+    assert verp_address("L5", "bounces.shop.example") == before
+    assert verp_parse(before) == "L5"
+
+
+def test_the_from_header_is_cached_per_sender_and_each_sender_gets_its_own():
+    mime._format_address.cache_clear()
+    mime._from_header.cache_clear()
+    first = build(from_name="Ольга из Northwind", from_addr="news@shop.example").get("From")
+    again = build(from_name="Ольга из Northwind", from_addr="news@shop.example").get("From")
+    other_name = parse(build(from_name="Bob's Bikes", from_addr="news@shop.example"))
+    other_addr = parse(build(from_name="Ольга из Northwind", from_addr="deals@shop.example"))
+
+    assert again is first  # the cached string
+    assert mime._from_header.cache_info().hits >= 1
+    assert other_name["from"].addresses[0].display_name == "Bob's Bikes"
+    assert other_addr["from"].addresses[0].addr_spec == "deals@shop.example"
+    assert mime.format_address("Ольга из Northwind", "news@shop.example") == first
+
+
+def test_a_bad_from_address_is_refused_every_time_not_cached():
+    for _ in range(2):
+        with pytest.raises(AddressError):
+            build(from_addr="not an address")
+
+
+def _generic_canonical(built):
+    from delivery.dkim import canonical_header
+
+    return {name.lower(): canonical_header(name, value) for name, value in built.headers}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"subject": "tab\tand  double  spaces " * 5, "from_name": ("Ünïcødé " * 10).strip()},
+        {"html": "", "reply_to": "help@shop.example"},
+        {"text": "", "list_unsubscribe_https": "https://cdp.example/p/u/" + "a" * 90 + "/",
+         "list_unsubscribe_mailto": "mailto:u@bounces.shop.example"},
+        {"list_unsubscribe_mailto": "mailto:u@x.example", "date": datetime(2026, 3, 1, 12, 30, 5, tzinfo=UTC)},
+        {"headers": {"X-Campaign": "Spring  sale  ", "Subject": "the last Subject wins", "MIME-Version": "2.0"}},
+    ],
+)
+def test_the_canonical_headers_match_the_general_canonicalization(kw):
+    built = build(**kw)
+
+    assert built.canonical == _generic_canonical(built)
