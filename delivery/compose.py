@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from delivery.backends.base import OutboundMessage
 from delivery.dkim import DkimSigner, signer_for
-from delivery.mime import build_email, make_message_id, verp_address
+from delivery.mime import build_email, make_message_id, unsubscribe_address, verp_address
 
 if TYPE_CHECKING:
     from delivery.models import DkimKey, Sender
@@ -52,7 +52,9 @@ def compose_email(
     rendered: content's Rendered (or its parts dict): subject, html, text.
     subscription: its RFC 8058 one-click URL goes into List-Unsubscribe (or pass
         `unsubscribe_url` directly, as the hot path does to avoid building it twice).
-    unsubscribe_mailto: an address for mailto: unsubscribes, when the caller has one.
+    unsubscribe_mailto: the address for mailto: unsubscribes; by default, when the message has an
+        unsubscribe URL, a signed one on the bounce domain (delivery.mime.unsubscribe_address),
+        so List-Unsubscribe offers both https and mailto (RFC 2369), as mailbox providers ask.
     Raises delivery.mime.AddressError for an unusable recipient."""
     parts = _parts(rendered)
     domain = sender.domain
@@ -60,6 +62,8 @@ def compose_email(
         from resources.tokens import one_click_url
 
         unsubscribe_url = one_click_url(subscription)
+    if unsubscribe_mailto is None and unsubscribe_url:
+        unsubscribe_mailto = unsubscribe_address(ref, domain.bounce_domain)
     built = build_email(
         from_name=sender.from_name,
         from_addr=sender.from_address,

@@ -373,6 +373,29 @@ def verp_parse(address: str) -> str | None:
     return ref
 
 
+def unsubscribe_address(ref: str, return_path_domain: str) -> str:
+    """The mailto: List-Unsubscribe address for one message: "u+{ref}.{mac}@{domain}", on the
+    bounce domain, whose inbound handling reads it back with `unsubscribe_parse`. Its MAC is
+    another than the bounce address's ("u:" is part of what is signed), so one cannot be made
+    from the other."""
+    ref = _ref_safe(ref)
+    return f"u+{ref}.{_verp_mac('u:' + ref)}@{return_path_domain}"
+
+
+def unsubscribe_parse(address: str) -> str | None:
+    """The ref of an address made by `unsubscribe_address`, or None when it is not one or its MAC
+    does not match."""
+    local = address.strip().strip("<>").rpartition("@")[0]
+    if not local.lower().startswith("u+"):
+        return None
+    ref, dot, mac = local[2:].rpartition(".")
+    if not dot or not ref or _REF_SAFE.search(ref):
+        return None
+    if not hmac.compare_digest(mac.lower(), _verp_mac("u:" + ref)):
+        return None
+    return ref
+
+
 # --- the message -------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from accounts.models import AuditEvent
 from delivery.backends import DeliveryError, locmem
 from delivery.compose import compose_email, compose_other
 from delivery.dns import NoRecord
-from delivery.mime import verp_parse
+from delivery.mime import unsubscribe_parse, verp_parse
 from delivery.selectors import dkim_key_for_signing
 from delivery.services import (
     provider_account_create,
@@ -62,7 +62,12 @@ def test_compose_email_signs_sets_verp_and_list_unsubscribe(sender):
     assert verp_parse(message.envelope_from) == "L77"
     assert message.envelope_from.endswith("@bounces.shop.example")
     assert parsed["subject"] == "Привет, Ольга" and parsed["reply-to"] == "help@shop.example"
-    assert parsed["list-unsubscribe"] == "<https://cdp.example/p/u/one-click/tok/>"
+    https_part, mailto_part = (v.strip().strip("<>") for v in parsed["list-unsubscribe"].split(","))
+    assert https_part == "https://cdp.example/p/u/one-click/tok/"
+    mailto, _, query = mailto_part.removeprefix("mailto:").partition("?")
+    assert unsubscribe_parse(mailto) == "L77" and mailto.endswith("@bounces.shop.example")
+    assert query == "subject=unsubscribe"
+    assert verp_parse(mailto) is None and unsubscribe_parse(message.envelope_from) is None, "one is not the other"
     assert parsed["message-id"].startswith("<L77.")
     assert dkimpy.verify(message.raw, dnsfunc=dnsfunc_for(sender))
 
@@ -74,7 +79,8 @@ def test_compose_email_takes_the_one_click_url_of_a_subscription(sender, monkeyp
     message = compose_email(rendered={"subject": "s", "html": "<p>h</p>", "text": "h"}, sender=sender,
                             to="a@example.com", ref="L1", subscription="S9")
 
-    assert b"List-Unsubscribe: <https://cdp.example/oc/S9/>" in message.raw
+    header = message_from_bytes(message.raw, policy=default)["list-unsubscribe"]
+    assert header.startswith("<https://cdp.example/oc/S9/>, <mailto:u+L1.")
     assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in message.raw
     assert not message.raw.startswith(b"DKIM-Signature")  # no key given: unsigned
 

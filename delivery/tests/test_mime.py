@@ -285,3 +285,15 @@ def test_the_canonical_headers_match_the_general_canonicalization(kw):
     built = build(**kw)
 
     assert built.canonical == _generic_canonical(built)
+
+
+def test_an_unsubscribe_address_reads_back_only_with_its_own_mac():
+    from delivery.mime import unsubscribe_address, unsubscribe_parse
+
+    address = unsubscribe_address("L123", "bounces.shop.example")
+
+    assert address.startswith("u+L123.") and address.endswith("@bounces.shop.example")
+    assert unsubscribe_parse(address) == "L123"
+    assert unsubscribe_parse(address.upper()) == "L123"  # some mail systems change the case
+    assert unsubscribe_parse(address.replace("L123", "L124")) is None
+    assert unsubscribe_parse(verp_address("L123", "bounces.shop.example").replace("b+", "u+", 1)) is None
