@@ -303,3 +303,5 @@ DELIVERY_SPF_INCLUDE = env.str("DELIVERY_SPF_INCLUDE", default="")
 DELIVERY_DMARC_RUA = env.str("DELIVERY_DMARC_RUA", default="")
 DELIVERY_BOUNCE_MX = env.str("DELIVERY_BOUNCE_MX", default="")
 DELIVERY_DNS_RESOLVER = env.str("DELIVERY_DNS_RESOLVER", default="")
+# "Send a test" goes to any address typed in: at most this many an hour per account.
+TEST_SEND_LIMIT_PER_HOUR = env.int("TEST_SEND_LIMIT_PER_HOUR", default=100)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.ratelimit import over_limit
 from delivery.backends import DeliveryError, SendResult, get_backend
 from delivery.compose import compose_email, compose_other
 from delivery.models import DkimKey, ProviderAccount, Sender
@@ -55,6 +57,15 @@ def test_send(
     address = (address or "").strip()
     if not address:
         raise ValidationError({"address": "Enter an address to send the test to."})
+    # Tests go to any address someone types: a stolen session or token must not turn them into
+    # a way to send mail in bulk.
+    limit = settings.TEST_SEND_LIMIT_PER_HOUR
+    wait = over_limit(f"test-send:{account.pk}", limit, window=3600)
+    if wait:
+        raise ValidationError(
+            f"This account has sent {limit} tests in the last hour, the most allowed; try again in "
+            f"{max(1, wait // 60)} minute(s)."
+        )
     channel = version.channel
     if context is None:
         context = context_for(account=account, profile=profile, data=data)

@@ -136,6 +136,25 @@ def test_a_test_send_renders_signs_and_sends_through_the_backend_and_is_audited(
     assert event.actor == adam and event.data["to"] == "adam@acme.test" and event.data["ok"]
 
 
+def test_test_sends_are_limited_per_account_and_hour(acme, globex, adam, sender, version, settings):
+    verify(sender)
+    settings.TEST_SEND_LIMIT_PER_HOUR = 2
+    v = version("email", EMAIL)
+    for _ in range(2):
+        test_send(account=acme, version=v, address="adam@acme.test", actor=Actor(user=adam))
+
+    with pytest.raises(ValidationError, match="sent 2 tests in the last hour"):
+        test_send(account=acme, version=v, address="adam@acme.test", actor=Actor(user=adam))
+    assert len(locmem.outbox) == 2
+    # Another account has its own allowance.
+    from content.models import Template, TemplateVersion
+
+    theirs = TemplateVersion.objects.create(
+        account=globex, template=Template.objects.create(account=globex, name="Theirs"), channel="sms", number=1,
+        data={"text": "hi"}, compiled={"text": "hi"}, is_current=True)
+    assert test_send(account=globex, version=theirs, address="+4915112345678", actor=Actor.system()).ok
+
+
 def test_an_unverified_sender_may_test_send_only_to_a_local_backend(acme, sender, version, settings):
     v = version("email", EMAIL)
     assert test_send(account=acme, version=v, address="a@example.com", actor=SYSTEM).ok  # locmem is local
