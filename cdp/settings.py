@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "segments",
     "content",
     "delivery",
+    "mailings",
 ]
 
 MIDDLEWARE = [
