@@ -306,3 +306,7 @@ DELIVERY_BOUNCE_MX = env.str("DELIVERY_BOUNCE_MX", default="")
 DELIVERY_DNS_RESOLVER = env.str("DELIVERY_DNS_RESOLVER", default="")
 # "Send a test" goes to any address typed in: at most this many an hour per account.
 TEST_SEND_LIMIT_PER_HOUR = env.int("TEST_SEND_LIMIT_PER_HOUR", default=100)
+# Provider URLs, SMTP hosts of accounts' provider accounts and web push endpoints may not point the
+# server at loopback, private or link-local addresses (SSRF, delivery/netpolicy.py). True lifts
+# that for self-hosting next to the relay/gateway (and the tests' loopback emulators).
+DELIVERY_ALLOW_PRIVATE_HOSTS = env.bool("DELIVERY_ALLOW_PRIVATE_HOSTS", default=False)

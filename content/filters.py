@@ -29,6 +29,7 @@ from content.limits import (
     _loop_guard,
     allocate,
     check_size,
+    checked_value,
     deep_size,
     mb,
 )
@@ -65,7 +66,7 @@ def _wrap(f: Callable[..., Any], *, stringifies: bool = False, pre: Callable[...
                 if b._alloc < 0:
                     raise LimitExceeded(f"the template builds more than {mb(MAX_ALLOC)} of text in all")
         elif isinstance(rv, list):
-            allocate(len(rv))
+            allocate(len(checked_value(rv)))
         elif isinstance(rv, GeneratorType) and b is not None:
             return _ticking(rv, b)  # map/select/batch... run lazily inside their consumer: keep counting
         return rv

@@ -144,12 +144,15 @@ def out_str(value: Any) -> str:
 # --- sizes ------------------------------------------------------------------------------------------
 
 
+_VIEWS = (type({}.items()), type({}.keys()), type({}.values()))
+
+
 def deep_size(value: Any, limit: int = MAX_STRING) -> int:
     """About how many characters str(value) has, stopping early once past `limit` (containers
     that hold the same big string many times would otherwise stringify to gigabytes)."""
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, (list, tuple, set, frozenset, dict)):
+    if isinstance(value, (list, tuple, set, frozenset, dict, *_VIEWS)):
         total = 2
         items: Iterable[Any] = value.items() if isinstance(value, dict) else value
         for item in items:
@@ -157,7 +160,19 @@ def deep_size(value: Any, limit: int = MAX_STRING) -> int:
             if total > limit:
                 return total
         return total
-    return 24  # numbers, dates, None, Undefined: short
+    if type(value) is int:
+        return int(value.bit_length() * 0.302) + 2  # digits: a list of one big number many times is long
+    return 24  # other numbers, dates, None, Undefined: short
+
+
+def checked_value(value: Any) -> Any:
+    """A list, tuple or dict a template builds (a literal, a filter's list): refused when it would
+    print larger than MAX_STRING. Shared references double a structure's size with each
+    `{% set a = [a, a] %}`, and one comparison (`a == b`) or str() of it would then run for hours
+    in C, where no deadline reaches."""
+    if deep_size(value) > MAX_STRING:
+        raise LimitExceeded(f"the template builds a list larger than {mb(MAX_STRING)}")
+    return value
 
 
 def check_size(n: int) -> None:

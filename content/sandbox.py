@@ -61,6 +61,7 @@ from content.limits import (  # noqa: F401 - re-exported: the renderer, the benc
     begin,
     check_size,
     checked_concat,
+    checked_value,
     current,
     deep_size,
     end,
@@ -205,6 +206,31 @@ class _CodeGenerator(CodeGenerator):
         self.visit(node.node, frame)
         self.write(f") is dict and {attr} in {tmp} else environment.getattr({tmp}, {attr}))")
 
+    # `[a, a]`, `(a, a)`, `{"k": a}`: a structure built at render time is size-checked (see
+    # limits.checked_value: shared references would double it per line); constants fold as usual.
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._checked_literal(super().visit_List, node, frame)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx == "store":
+            super().visit_Tuple(node, frame)
+            return
+        self._checked_literal(super().visit_Tuple, node, frame)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._checked_literal(super().visit_Dict, node, frame)
+
+    def _checked_literal(self, visit: Any, node: nodes.Expr, frame: Frame) -> None:
+        try:
+            node.as_const(frame.eval_ctx)
+        except nodes.Impossible:
+            self.write("environment.checked_value(")
+            visit(node, frame)
+            self.write(")")
+            return
+        visit(node, frame)
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # `a ~ b`: join through a size check instead of Jinja's unchecked str_join/markup_join.
         markup = "context.eval_ctx.autoescape" if frame.eval_ctx.volatile else repr(bool(frame.eval_ctx.autoescape))
@@ -266,6 +292,7 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
         self.md_done = _MdDone
         self.esc = _escape_inner
         self.checked_concat = checked_concat
+        self.checked_value = checked_value
 
     # -- attribute access --
 

@@ -47,9 +47,9 @@ MAX_LINE = 998  # RFC 5322 hard limit on a line, without its CRLF
 _B64_LINE = 76
 _WORD_BYTES = 45  # raw bytes per encoded-word: 60 base64 chars + 12 of "=?utf-8?b??=" = 72 <= 75
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # printable ASCII but ":" (RFC 5322 ftext)
+_HEADER_NAME = re.compile(r"^[!-9;-~]+\Z")  # printable ASCII but ":" (RFC 5322 ftext); \Z: no final "\n"
 _REF_SAFE = re.compile(r"[^A-Za-z0-9_-]")
-_NOT_ONE_ADDRESS = re.compile(r'[ \t\r\n<>,;"()]')
+_NOT_ONE_ADDRESS = re.compile(r'[\x00-\x20\x7f<>,;"()]')  # whitespace, controls (NUL...), list syntax
 _IPAD = bytes(x ^ 0x36 for x in range(256))  # HMAC's inner and outer pads as translate tables
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -248,6 +248,7 @@ def backend_for_provider(provider: ProviderAccount) -> BaseBackend:
     backend = spec.backend_class()(**{**(provider.options or {}), **(provider.secrets or {})})
     backend.channel = provider.channel
     backend.account_id = provider.account_id  # type: ignore[attr-defined]
+    backend.restricted = True  # type: ignore[attr-defined]  # its hosts must be public (delivery.netpolicy)
     # Connection pools (SMTP) are keyed by this: a changed provider gets fresh connections.
     stamp = provider.updated_at.timestamp() if provider.updated_at else 0
     backend.pool_key = f"provider:{provider.pk}:{stamp}"  # type: ignore[attr-defined]

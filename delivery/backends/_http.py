@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from delivery import netpolicy
 from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
 
 # Seconds. Providers answer in well under a second; a slow one must not hold a worker long.
@@ -84,7 +85,7 @@ def http_client(
 ) -> httpx.Client:
     """A client with the backend's timeout (option `timeout`, seconds) and TLS settings."""
     timeout = float(options.get("timeout") or DEFAULT_TIMEOUT)
-    return httpx.Client(
+    client = httpx.Client(
         http2=http2,
         timeout=httpx.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT)),
         verify=ssl_verify(options.get("verify")),
@@ -92,6 +93,10 @@ def http_client(
         auth=auth,
         follow_redirects=False,
     )
+    # Connections go only to public addresses (delivery.netpolicy: no SSRF through api_base or
+    # a gateway URL). httpx has no public hook for the socket layer: swap httpcore's backend.
+    client._transport._pool._network_backend = netpolicy.GuardedBackend()  # type: ignore[attr-defined]
+    return client
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from delivery import netpolicy
 from delivery.backends import FieldSpec, KindSpec
 from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
 
@@ -101,8 +102,27 @@ class _Dropped(Exception):
         self.sent = sent
 
 
+class _Guarded(smtplib.SMTP):
+    """Connects only to a checked public address (delivery.netpolicy); TLS still checks the
+    certificate against the host name (smtplib keeps it in `_host`)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> Any:
+        return super()._get_socket(netpolicy.checked_address(host, port), port, timeout)  # type: ignore[misc]
+
+
+class _GuardedSMTP(_Guarded):
+    pass
+
+
+class _GuardedSMTPSSL(_Guarded, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpBackend(BaseBackend):
     channel = "email"
+    # An account's own provider (delivery.backends.backend_for_provider): its host must be public.
+    # The relay of settings (often localhost) is the operator's.
+    restricted = False
 
     def __init__(
         self,
@@ -146,10 +166,12 @@ class SmtpBackend(BaseBackend):
         conn: smtplib.SMTP | None = None
         try:
             if self.tls == "implicit":
-                conn = smtplib.SMTP_SSL(self.host, self.port, self.local_hostname, timeout=self.timeout,
-                                        context=self._context())
+                ssl_class = _GuardedSMTPSSL if self.restricted else smtplib.SMTP_SSL
+                conn = ssl_class(self.host, self.port, self.local_hostname, timeout=self.timeout,
+                                 context=self._context())
             else:
-                conn = smtplib.SMTP(self.host, self.port, self.local_hostname, timeout=self.timeout)
+                plain_class = _GuardedSMTP if self.restricted else smtplib.SMTP
+                conn = plain_class(self.host, self.port, self.local_hostname, timeout=self.timeout)
             conn.ehlo_or_helo_if_needed()
             if self.tls == "starttls":
                 conn.starttls(context=self._context())

@@ -34,6 +34,7 @@ import urllib3
 from py_vapid import Vapid02, VapidException
 from pywebpush import WebPusher, WebPushException
 
+from delivery import netpolicy
 from delivery.backends import FieldSpec, KindSpec, _http
 from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
 from delivery.vapid import VapidKeyError, load_private_key, public_key_text
@@ -173,6 +174,13 @@ class WebPushBackend(BaseBackend):
             return SendResult.failed(
                 message.ref, f"not a push endpoint: {message.to[:200]}", permanent=True, deactivate=True
             )
+        parts = urlsplit(message.to)
+        try:
+            netpolicy.checked_address(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        except DeliveryError as exc:  # an endpoint on a private address (SSRF): not a push service
+            return SendResult.failed(message.ref, f"not a push endpoint: {exc}", permanent=True, deactivate=True)
+        except (OSError, ValueError, UnicodeError):
+            pass  # does not resolve (now): the request fails as any unreachable push service does
         if origin in self._throttled:
             return SendResult.failed(
                 message.ref, f"not attempted: {origin} is rate limiting", retry_after=self._throttled[origin]

@@ -1,0 +1,63 @@
+"""Where the server connects on an account's behalf (SSRF, RELIABILITY.md security baseline).
+
+Provider options (api_base, the HTTP SMS url/check_url, an SMTP host) and web push endpoints are
+typed in by tenants or by the public; in a multi-tenant service they must not make the server
+reach loopback, private networks or the cloud metadata address (169.254.169.254). Every address
+a name resolves to must be public, and the connection goes to the address that was checked (a
+second DNS answer cannot swap in 127.0.0.1). settings.DELIVERY_ALLOW_PRIVATE_HOSTS lifts the
+rule (self-hosting next to the relay, the loopback emulators of the tests).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+import httpcore
+from django.conf import settings
+
+from delivery.backends.base import DeliveryError
+
+
+def private_allowed() -> bool:
+    return bool(getattr(settings, "DELIVERY_ALLOW_PRIVATE_HOSTS", False))
+
+
+def is_public(ip: str) -> bool:
+    """Whether an IP address is on the public internet (not loopback, private, link-local,
+    shared, reserved or multicast; an IPv4 address mapped into IPv6 counts as itself)."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast
+
+
+def checked_address(host: str, port: int) -> str:
+    """The address to connect to for host:port: `host` itself when private addresses are allowed,
+    else the first it resolves to, once every one of them is public. Raises DeliveryError
+    (permanent) for a private one, OSError when the name does not resolve."""
+    if private_allowed():
+        return host
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in infos]
+    for ip in addresses:
+        if not is_public(ip):
+            raise DeliveryError(f"{host} is a private or reserved address ({ip}): the server does not connect there.",
+                                permanent=True)
+    if not addresses:
+        raise OSError(f"{host} does not resolve")
+    return addresses[0]
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, connecting only to checked public addresses (TLS still checks
+    the certificate against the host name: httpcore passes the origin's name to start_tls)."""
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        try:
+            address = checked_address(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return super().connect_tcp(address, port, timeout, local_address, socket_options)
