@@ -34,13 +34,15 @@ import os
 import re
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import lru_cache
 
 from django.conf import settings
+
+from cdp.hmacs import keyed_sha256
 
 CRLF = b"\r\n"
 MAX_LINE = 998  # RFC 5322 hard limit on a line, without its CRLF
@@ -50,8 +52,6 @@ _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _HEADER_NAME = re.compile(r"^[!-9;-~]+\Z")  # printable ASCII but ":" (RFC 5322 ftext); \Z: no final "\n"
 _REF_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 _NOT_ONE_ADDRESS = re.compile(r'[\x00-\x20\x7f<>,;"()]')  # whitespace, controls (NUL...), list syntax
-_IPAD = bytes(x ^ 0x36 for x in range(256))  # HMAC's inner and outer pads as translate tables
-_OPAD = bytes(x ^ 0x5C for x in range(256))
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -321,56 +321,50 @@ def message_id_ref(message_id: str) -> str | None:
 # --- VERP --------------------------------------------------------------------------------------
 
 
-# (SECRET_KEY it was derived from, inner and outer SHA-256 states of the keyed HMAC).
-_verp_state: tuple[str, hashlib._Hash, hashlib._Hash] | None = None
+@lru_cache(maxsize=4)
+def _verp_key(secret: str) -> Callable[[bytes], bytes]:
+    """The VERP MAC, keyed once per SECRET_KEY (so an override in tests, or a reloaded
+    configuration, gets its own)."""
+    return keyed_sha256(hashlib.sha256(b"cdp-verp:" + secret.encode()).digest(), length=5)
 
 
-def _verp_hmac() -> tuple[hashlib._Hash, hashlib._Hash]:
-    """HMAC-SHA256 (RFC 2104) with the VERP key, keyed once per process: the inner and outer
-    hash states after the padded key, which each MAC copies. Derived again when SECRET_KEY
-    changes (override_settings in tests, a reloaded configuration)."""
-    global _verp_state
-    secret = settings.SECRET_KEY
-    state = _verp_state
-    if state is None or state[0] != secret:
-        key = hashlib.sha256(b"cdp-verp:" + secret.encode()).digest().ljust(64, b"\0")  # 32 <= 64-byte block
-        state = _verp_state = (
-            secret,
-            hashlib.sha256(key.translate(_IPAD)),
-            hashlib.sha256(key.translate(_OPAD)),
-        )
-    return state[1], state[2]
+def _verp_mac(ref: str, kind: str) -> str:
+    """The MAC of a signed return address: a bounce address ("b") signs the ref, an unsubscribe
+    address ("u") signs "u:" + ref, so one kind cannot be made from the other. Lowercased: some
+    mail systems lowercase the local part of the address mail goes to."""
+    signed = ref if kind == "b" else f"{kind}:{ref}"
+    return _verp_key(settings.SECRET_KEY)(signed.lower().encode()).hex()
 
 
-def _verp_mac(ref: str) -> str:
-    inner_state, outer_state = _verp_hmac()
-    inner = inner_state.copy()
-    # Lowercased: some mail systems lowercase the local part of the address a bounce goes to.
-    inner.update(ref.lower().encode())
-    outer = outer_state.copy()
-    outer.update(inner.digest())
-    return outer.digest()[:5].hex()
+def _signed_local(ref: str, kind: str) -> str:
+    """"{kind}+{ref}.{mac}": the local part of a signed return address."""
+    return f"{kind}+{ref}.{_verp_mac(ref, kind)}"
+
+
+def _signed_ref(address: str, kind: str) -> str | None:
+    """The ref of an address made by `_signed_local(ref, kind)`, or None when it is not one or its
+    MAC does not match (case-insensitive)."""
+    local = address.strip().strip("<>").rpartition("@")[0]
+    if not local.lower().startswith(kind + "+"):
+        return None
+    ref, dot, mac = local[2:].rpartition(".")
+    if not dot or not ref or _REF_SAFE.search(ref):
+        return None
+    if not hmac.compare_digest(mac.lower(), _verp_mac(ref, kind)):
+        return None
+    return ref
 
 
 def verp_address(ref: str, return_path_domain: str) -> str:
     """The envelope sender for one message: "b+{ref}.{mac}@{domain}" (e.g.
     b+L123.9f2c4a1b7e@bounces.shop.example). The MAC keeps people from forging bounces."""
-    ref = _ref_safe(ref)
-    return f"b+{ref}.{_verp_mac(ref)}@{return_path_domain}"
+    return f"{_signed_local(_ref_safe(ref), 'b')}@{return_path_domain}"
 
 
 def verp_parse(address: str) -> str | None:
     """The ref of a VERP address made by `verp_address`, or None when it is not one or its
     MAC does not match (comparison is case-insensitive)."""
-    local = address.strip().strip("<>").rpartition("@")[0]
-    if not local.lower().startswith("b+"):
-        return None
-    ref, dot, mac = local[2:].rpartition(".")
-    if not dot or not ref or _REF_SAFE.search(ref):
-        return None
-    if not hmac.compare_digest(mac.lower(), _verp_mac(ref)):
-        return None
-    return ref
+    return _signed_ref(address, "b")
 
 
 def unsubscribe_address(ref: str, return_path_domain: str) -> str:
@@ -378,22 +372,13 @@ def unsubscribe_address(ref: str, return_path_domain: str) -> str:
     bounce domain, whose inbound handling reads it back with `unsubscribe_parse`. Its MAC is
     another than the bounce address's ("u:" is part of what is signed), so one cannot be made
     from the other."""
-    ref = _ref_safe(ref)
-    return f"u+{ref}.{_verp_mac('u:' + ref)}@{return_path_domain}"
+    return f"{_signed_local(_ref_safe(ref), 'u')}@{return_path_domain}"
 
 
 def unsubscribe_parse(address: str) -> str | None:
     """The ref of an address made by `unsubscribe_address`, or None when it is not one or its MAC
     does not match."""
-    local = address.strip().strip("<>").rpartition("@")[0]
-    if not local.lower().startswith("u+"):
-        return None
-    ref, dot, mac = local[2:].rpartition(".")
-    if not dot or not ref or _REF_SAFE.search(ref):
-        return None
-    if not hmac.compare_digest(mac.lower(), _verp_mac("u:" + ref)):
-        return None
-    return ref
+    return _signed_ref(address, "u")
 
 
 # --- the message -------------------------------------------------------------------------------

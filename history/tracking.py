@@ -52,6 +52,8 @@ from django.db import DatabaseError
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import timezone as tz
 
+from cdp.hmacs import keyed_sha256
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -96,28 +98,9 @@ def _derived_key(secret: str) -> bytes:
 Mac = Callable[[bytes], bytes]
 
 
-def _mac_maker(key: bytes) -> Mac:
-    """`mac(payload)`: the first MAC_BYTES of HMAC-SHA256(key, payload) (RFC 2104), starting from
-    the keyed inner and outer states (computed here, once) instead of keying per call."""
-    if len(key) > 64:  # SHA-256's block size
-        key = hashlib.sha256(key).digest()
-    block = key.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-
-    def mac(payload: bytes) -> bytes:
-        i = inner.copy()
-        i.update(payload)
-        o = outer.copy()
-        o.update(i.digest())
-        return o.digest()[:MAC_BYTES]
-
-    return mac
-
-
 @lru_cache(maxsize=4)
 def _keyed_mac(secret: str) -> Mac:
-    return _mac_maker(_derived_key(secret))
+    return keyed_sha256(_derived_key(secret), length=MAC_BYTES)
 
 
 def _mac() -> Mac:
