@@ -152,12 +152,15 @@ def inline_css(html: str) -> str:
     if "<style" not in html.lower():
         return html
     inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True, keep_link_tags=False)
-    out = inliner.inline(html)
-    if "<tbody" not in html.lower():
-        # The HTML parser adds <tbody> to tables; the person did not write it and a placeholder
-        # (say {% for %}) next to <tr> would end up on the wrong side of it.
-        out = out.replace("<tbody>", "").replace("</tbody>", "")
-    return out
+    return _without_added_tbody(inliner.inline(html), html)
+
+
+def _without_added_tbody(out: str, source: str) -> str:
+    """The HTML parser adds <tbody> to tables; the person did not write it and a placeholder (say
+    {% for %}) next to <tr> would end up on the wrong side of it."""
+    if "<tbody" in source.lower():
+        return out
+    return out.replace("<tbody>", "").replace("</tbody>", "")
 
 
 def stylesheet(p: Protected) -> str:
@@ -183,9 +186,7 @@ def inline_fragment_css(html: str, css: str) -> str:
         out = inliner.inline_fragment(drop_remote_stylesheets(p.html), css)
     except (css_inline.InlineError, ValueError):  # CSS the inliner cannot use: the fragment as written
         return html
-    if "<tbody" not in html.lower():
-        out = out.replace("<tbody>", "").replace("</tbody>", "")
-    return restore(out, p)
+    return restore(_without_added_tbody(out, html), p)
 
 
 def drop_remote_stylesheets(html: str) -> str:
