@@ -9,26 +9,12 @@ import pytest
 from accounts.access import Actor
 from content import services
 from content.models import Template, TemplateVersion
-from profiles.models import Profile, ProfileDatabase
-from profiles.services import database_create, field_add, profile_create
+from profiles.services import database_create, profile_create
 
 SYSTEM = Actor.system()
 EMAIL = {"subject": "Hello {{ profile.first_name }}", "preheader": "News",
          "html": '<p>Hi {{ profile.first_name }}</p><p><a href="https://shop.example/sale">Sale</a>'
                  '<a href="{{ links.unsubscribe }}">Unsubscribe</a></p>'}
-
-
-@pytest.fixture
-def shop_db(acme) -> ProfileDatabase:
-    db = database_create(account=acme, name="Shop customers", actor=SYSTEM)
-    field_add(database=db, name="city", label="City", type="string", actor=SYSTEM)
-    return db
-
-
-@pytest.fixture
-def anna(shop_db) -> Profile:
-    return profile_create(database=shop_db, actor=SYSTEM, values={"email": "anna@shop.example", "first_name": "Anna",
-                                                                  "city": "Berlin"})
 
 
 @pytest.fixture

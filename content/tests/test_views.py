@@ -10,20 +10,12 @@ from django.urls import reverse
 from accounts.access import Actor
 from content import services
 from content.models import Fragment, Template, TemplateVersion
-from profiles.models import ProfileDatabase
-from profiles.services import database_create, field_add
+from profiles.services import database_create
 
 SYSTEM = Actor.system()
 TABLE = {"HX-Request": "true", "HX-Target": "templates"}
 EMAIL = {"subject": "Hello {{ profile.first_name }}", "preheader": "Our news",
          "html": '<p>Hi {{ profile.first_name }}</p><p><a href="{{ links.unsubscribe }}">Unsubscribe</a></p>'}
-
-
-@pytest.fixture
-def shop_db(acme) -> ProfileDatabase:
-    db = database_create(account=acme, name="Shop customers", actor=SYSTEM)
-    field_add(database=db, name="city", label="City", type="string", actor=SYSTEM)
-    return db
 
 
 @pytest.fixture
