@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from delivery import netpolicy
-from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
+from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
 
 # Seconds. Providers answer in well under a second; a slow one must not hold a worker long.
 DEFAULT_TIMEOUT = 10.0
@@ -250,3 +250,31 @@ def jwt_encode(
         r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     return signing_input.decode("ascii") + "." + b64url(signature)
+
+
+class HttpBackend(BaseBackend):
+    """A backend that talks to its provider through one httpx client, kept open from open() to
+    close() (so a batch reuses its connections), and sends message by message with `_send_one`
+    through `send_each`. Subclasses say how the client is made in `client_options()`."""
+
+    client: httpx.Client | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for `http_client` (auth, headers, http2). Raises DeliveryError."""
+        return {}
+
+    def open(self) -> None:
+        if self.client is None:
+            self.client = http_client(self.options, **self.client_options())
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        self.open()
+        return send_each(messages, self._send_one)
+
+    def _send_one(self, message: OutboundMessage) -> SendResult:
+        raise NotImplementedError

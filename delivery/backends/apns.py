@@ -33,7 +33,6 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -41,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from delivery.backends import FieldSpec, KindSpec, _http
-from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
+from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
 
 ENDPOINTS = {
     "production": "https://api.push.apple.com",
@@ -89,7 +88,7 @@ _TOKENS: dict[tuple[str, str, str], tuple[str, float]] = {}
 _TOKENS_LOCK = threading.Lock()
 
 
-class ApnsBackend(BaseBackend):
+class ApnsBackend(_http.HttpBackend):
     """iOS push through APNs over HTTP/2 (see the module docstring)."""
 
     channel = "mobilepush"
@@ -116,7 +115,6 @@ class ApnsBackend(BaseBackend):
         self.base = str(options.get("api_base") or ENDPOINTS[environment]).rstrip("/")
         self.priority = str(options.get("priority") or "10")
         self.ttl = int(options.get("ttl") if options.get("ttl") is not None else 86400)
-        self.client: httpx.Client | None = None
 
     def provider_token(self, *, refresh: bool = False) -> str:
         """The ES256 provider token, re-signed after TOKEN_LIFETIME or when `refresh`."""
@@ -129,14 +127,8 @@ class ApnsBackend(BaseBackend):
             _TOKENS[self._cache_key] = (token, now)
             return token
 
-    def open(self) -> None:
-        if self.client is None:
-            self.client = _http.http_client(self.options, http2=True)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+    def client_options(self) -> dict[str, Any]:
+        return {"http2": True}  # APNs speaks HTTP/2 only
 
     def check(self) -> str:
         """Post to a device token that names no device: Apple answers 403 when the key, key
@@ -152,10 +144,6 @@ class ApnsBackend(BaseBackend):
         if response.status_code >= 500:
             raise DeliveryError(f"APNs: HTTP {response.status_code}: {_reason(response)}")
         return f"APNs accepted the token of team {self.team_id}, key {self.key_id} ({self.base})"
-
-    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        self.open()
-        return _http.send_each(messages, self._send_one)
 
     def body(self, message: OutboundMessage) -> dict[str, Any]:
         payload = message.payload

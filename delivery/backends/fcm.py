@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -41,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from delivery.backends import FieldSpec, KindSpec, _http
-from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
+from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
 
 DEFAULT_API_BASE = "https://fcm.googleapis.com"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
@@ -93,7 +92,7 @@ def _service_account(value: Any) -> dict[str, Any]:
     return value
 
 
-class FcmBackend(BaseBackend):
+class FcmBackend(_http.HttpBackend):
     """Mobile (and web) push through FCM HTTP v1 (see the module docstring)."""
 
     channel = "mobilepush"
@@ -116,7 +115,6 @@ class FcmBackend(BaseBackend):
             raise DeliveryError("FCM: no project_id", permanent=True)
         base = str(options.get("api_base") or DEFAULT_API_BASE).rstrip("/")
         self.send_url = f"{base}/v1/projects/{self.project_id}/messages:send"
-        self.client: httpx.Client | None = None
 
     # --- access token -------------------------------------------------------------------
 
@@ -171,24 +169,11 @@ class FcmBackend(BaseBackend):
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def open(self) -> None:
-        if self.client is None:
-            self.client = _http.http_client(self.options)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-
     def check(self) -> str:
         """Fetch a fresh access token: proves the service account. Raises DeliveryError."""
         self.open()
         self.access_token(refresh=True)
         return f"FCM: access token issued for {self.client_email} (project {self.project_id})"
-
-    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        self.open()
-        return _http.send_each(messages, self._send_one)
 
     # --- one message --------------------------------------------------------------------
 

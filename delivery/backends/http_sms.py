@@ -27,13 +27,12 @@ batch: the rest get "not attempted" with the same retry_after); other statuses -
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from delivery.backends import FieldSpec, KindSpec, _http
-from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
+from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
 
 KIND = KindSpec(
     kind="http_sms",
@@ -101,7 +100,7 @@ def _codes(value: Any, default: str) -> frozenset[str]:
     return frozenset(part.strip() for part in str(value or default).split(",") if part.strip())
 
 
-class HttpSmsBackend(BaseBackend):
+class HttpSmsBackend(_http.HttpBackend):
     """SMS through a configurable HTTP gateway (see the module docstring for the options)."""
 
     channel = "sms"
@@ -128,7 +127,6 @@ class HttpSmsBackend(BaseBackend):
         self.success_codes = {int(code) for code in _codes(options.get("success_codes"), "200,201,202")}
         self.deactivate_codes = _codes(options.get("deactivate_codes"), "")
         self.secret = str(options.get("secret") or "")
-        self.client: httpx.Client | None = None
 
     def _auth(self) -> tuple[dict[str, str], tuple[str, str] | None]:
         kind = str(self.options.get("auth") or "none")
@@ -145,15 +143,9 @@ class HttpSmsBackend(BaseBackend):
             raise DeliveryError(f"HTTP SMS: unknown auth {kind!r}", permanent=True)
         return {}, None
 
-    def open(self) -> None:
-        if self.client is None:
-            headers, basic = self._auth()
-            self.client = _http.http_client(self.options, headers=headers, auth=basic)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+    def client_options(self) -> dict[str, Any]:
+        headers, basic = self._auth()
+        return {"headers": headers, "auth": basic}
 
     def check(self) -> str:
         """GET check_url with the credentials; 2xx proves them. Raises DeliveryError."""
@@ -172,10 +164,6 @@ class HttpSmsBackend(BaseBackend):
                 permanent=response.status_code in AUTH_ERRORS,
             )
         return f"The gateway answered HTTP {response.status_code}"
-
-    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        self.open()
-        return _http.send_each(messages, self._send_one)
 
     def fields(self, message: OutboundMessage) -> dict[str, Any]:
         """The request fields for one message (the extra fields, then the mapped ones)."""

@@ -25,13 +25,13 @@ Error mapping (Telegram replies {"ok": false, "error_code", "description", "para
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from delivery.backends import FieldSpec, KindSpec, _http
-from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
+from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
 
 DEFAULT_API_BASE = "https://api.telegram.org"
 DEFAULT_MAX_WAIT = 30.0
@@ -60,7 +60,7 @@ KIND = KindSpec(
 )
 
 
-class TelegramBackend(BaseBackend):
+class TelegramBackend(_http.HttpBackend):
     """Telegram messages from a bot (see the module docstring).
 
     `sleep` is how a 429 waits (injectable so tests do not sleep).
@@ -79,16 +79,6 @@ class TelegramBackend(BaseBackend):
             options.get("max_wait") if options.get("max_wait") is not None else DEFAULT_MAX_WAIT
         )
         self.sleep = sleep
-        self.client: httpx.Client | None = None
-
-    def open(self) -> None:
-        if self.client is None:
-            self.client = _http.http_client(self.options)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
 
     def _call(self, method: str, body: dict[str, Any] | None = None) -> httpx.Response:
         assert self.client is not None
@@ -115,10 +105,6 @@ class TelegramBackend(BaseBackend):
         """getMe: proves the token. Raises DeliveryError."""
         me = self.get_me()
         return f"Telegram bot @{me.get('username', '?')} ({me.get('first_name', '')})"
-
-    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        self.open()
-        return _http.send_each(messages, self._send_one)
 
     def body(self, message: OutboundMessage) -> dict[str, Any]:
         """The sendMessage parameters for one message."""

@@ -19,13 +19,12 @@ Error mapping (Twilio replies {"code", "message", "more_info", "status"}):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from delivery.backends import FieldSpec, KindSpec, _http
-from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
+from delivery.backends.base import DeliveryError, OutboundMessage, SendResult
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 # The 'To' is not a valid phone number / not a mobile number / has opted out (STOP).
@@ -50,7 +49,7 @@ KIND = KindSpec(
 )
 
 
-class TwilioBackend(BaseBackend):
+class TwilioBackend(_http.HttpBackend):
     """SMS through Twilio's Messages API (see the module docstring)."""
 
     channel = "sms"
@@ -65,17 +64,10 @@ class TwilioBackend(BaseBackend):
             raise DeliveryError("Twilio: set a from_number or a messaging_service_sid", permanent=True)
         base = str(options.get("api_base") or DEFAULT_API_BASE).rstrip("/")
         self.account_url = f"{base}/2010-04-01/Accounts/{self.account_sid}"
-        self.client: httpx.Client | None = None
 
-    def open(self) -> None:
-        if self.client is None:
-            user = str(self.options.get("api_key_sid") or self.account_sid)
-            self.client = _http.http_client(self.options, auth=(user, self.auth_token))
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+    def client_options(self) -> dict[str, Any]:
+        user = str(self.options.get("api_key_sid") or self.account_sid)
+        return {"auth": (user, self.auth_token)}
 
     def check(self) -> str:
         """Fetch the account: proves the credentials. Raises DeliveryError."""
@@ -92,10 +84,6 @@ class TwilioBackend(BaseBackend):
                 permanent=response.status_code in (401, 403, 404),
             )
         return f"Twilio account {body.get('friendly_name') or self.account_sid} ({body.get('status', '?')})"
-
-    def send_many(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        self.open()
-        return _http.send_each(messages, self._send_one)
 
     def form(self, message: OutboundMessage) -> dict[str, str]:
         form = {"To": message.to, "Body": str(message.payload.get("text", ""))}
