@@ -5,6 +5,7 @@ account's id is a 404."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 
@@ -21,3 +22,8 @@ def get_sender(request: HttpRequest, pk: int) -> Sender:
 
 def get_provider(request: HttpRequest, pk: int) -> ProviderAccount:
     return get_object_or_404(ProviderAccount.objects.for_account(request.account), pk=pk)
+
+
+def error_text(exc: ValidationError) -> str:
+    """A service's refusal in one line, for a message or a form error."""
+    return " ".join(exc.messages)

@@ -25,7 +25,7 @@ from cdp.forms import ConfirmNameForm
 from delivery import services
 from delivery.forms import DomainForm
 from delivery.models import DkimKey, SendingDomain
-from delivery.views import get_domain
+from delivery.views import error_text, get_domain
 from delivery.views.records import domain_records
 
 STATUS_HELP = {
@@ -33,10 +33,6 @@ STATUS_HELP = {
     "verified": "The DKIM record matches: mail from this domain is signed and verifiable.",
     "failing": "It was verified, but the last check did not find the DKIM record any more.",
 }
-
-
-def _error_text(exc: ValidationError) -> str:
-    return " ".join(exc.messages)
 
 
 @require_GET
@@ -62,7 +58,7 @@ def domain_create(request: HttpRequest) -> HttpResponse:
             )
         except ValidationError as exc:
             form.add_error("domain" if not hasattr(exc, "error_dict") or "domain" in exc.error_dict else None,
-                           _error_text(exc))
+                           error_text(exc))
         else:
             messages.success(request, f"{domain.unicode_domain} is added with a DKIM key. Publish its DNS records, "
                                       "then verify.")
@@ -119,7 +115,7 @@ def domain_delete(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             services.sending_domain_delete(domain=domain, actor=Actor.from_request(request))
         except ValidationError as exc:
-            form.add_error(None, _error_text(exc))
+            form.add_error(None, error_text(exc))
         else:
             messages.success(request, f"{domain.unicode_domain} is deleted, with its DKIM keys.")
             return redirect("delivery:domain_list")
@@ -135,7 +131,7 @@ def dkim_generate(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         key = services.dkim_key_generate(domain=domain, actor=Actor.from_request(request))
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"A DKIM key is generated (selector {key.selector}). Publish its TXT record.")
     return redirect(reverse("delivery:domain_detail", args=[domain.pk]) + "#dkim")
@@ -148,7 +144,7 @@ def dkim_rotate(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         key = services.dkim_key_rotate(domain=domain, actor=Actor.from_request(request))
     except ValidationError as exc:
-        messages.error(request, _error_text(exc))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"New DKIM key {key.selector} signs from now on. Publish its TXT record; keep the "
                                   "retired one published until mail sent with it has arrived, then remove it.")
@@ -169,7 +165,7 @@ def dkim_remove(request: HttpRequest, pk: int, key: int) -> HttpResponse:
         try:
             services.dkim_key_remove(key=dkim_key, actor=Actor.from_request(request))
         except ValidationError as exc:
-            problem = _error_text(exc)
+            problem = error_text(exc)
         else:
             messages.success(request, f"DKIM key {dkim_key.selector} is removed. You can delete its TXT record "
                                       f"{dkim_key.record_name} from DNS.")

@@ -26,7 +26,7 @@ from delivery.backends import ALL_CHANNELS, DeliveryError, KindSpec, get_kind, k
 from delivery.forms import ChannelKindForm, ProviderForm
 from delivery.models import ProviderAccount
 from delivery.vapid import generate_vapid_keys
-from delivery.views import get_provider
+from delivery.views import error_text, get_provider
 from resources.models import CHANNEL_ICONS, Channel
 
 # Kinds for tests and development only: not offered in the "add" form (settings choose them).
@@ -195,7 +195,7 @@ def provider_delete(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             services.provider_account_delete(provider=provider, actor=Actor.from_request(request))
         except ValidationError as exc:
-            problem = " ".join(exc.messages)
+            problem = error_text(exc)
         else:
             messages.success(request, f"{name} is deleted.")
             return redirect("delivery:provider_list")
@@ -211,7 +211,7 @@ def provider_default(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.provider_account_update(provider=provider, is_default=True, actor=Actor.from_request(request))
     except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, error_text(exc))
     else:
         messages.success(request, f"{provider.name} now sends {Channel(provider.channel).label} by default.")
     return redirect(request.POST.get("next") if request.POST.get("next") == reverse("delivery:provider_list")

@@ -18,7 +18,7 @@ from accounts.permissions import Perm
 from delivery import services
 from delivery.forms import SenderForm
 from delivery.models import Sender, SendingDomain
-from delivery.views import get_sender
+from delivery.views import error_text, get_sender
 
 
 def _add_errors(form: SenderForm, exc: ValidationError) -> None:
@@ -106,7 +106,7 @@ def sender_delete(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             services.sender_delete(sender=sender, actor=Actor.from_request(request))
         except ValidationError as exc:
-            problem = " ".join(exc.messages)
+            problem = error_text(exc)
         else:
             messages.success(request, f"{label} is deleted.")
             return redirect("delivery:sender_list")
