@@ -14,13 +14,13 @@ from django.db import IntegrityError, transaction
 
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.sentinels import UNSET
 from delivery.backends import DeliveryError, get_backend, get_kind
 from delivery.models import ProviderAccount
 
 if TYPE_CHECKING:
     from accounts.access import Actor
 
-UNSET: Any = object()
 
 
 def _spec(kind: str, channel: str):  # -> KindSpec

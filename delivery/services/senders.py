@@ -9,7 +9,7 @@ makes `make run` and test sends to the outbox work before DNS is set up.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -18,12 +18,12 @@ from django.db.models import ProtectedError
 
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.sentinels import UNSET
 from delivery.models import Sender, SendingDomain
 
 if TYPE_CHECKING:
     from accounts.access import Actor
 
-UNSET: Any = object()
 # RFC 5322 dot-atom, ASCII only (a non-ASCII local part needs SMTPUTF8).
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 

@@ -14,6 +14,7 @@ from django.utils.text import slugify
 
 from accounts.access import Actor
 from accounts.audit import audit_log
+from cdp.sentinels import UNSET
 from profiles.models import Profile, ProfileDatabase
 from segments.compiler import profiles_matching
 from segments.conditions import (
@@ -27,7 +28,6 @@ from segments.conditions import (
 from segments.models import Segment, SegmentMember, SegmentMovement
 from segments.schedule import clean_schedule, next_run
 
-UNSET: Any = object()
 MAX_SEGMENTS_PER_DATABASE = 1000
 # A live count that takes longer is stopped (PostgreSQL): the builder says so instead of waiting.
 COUNT_TIMEOUT_MS = 20_000
