@@ -39,5 +39,7 @@ app.conf.beat_schedule = {
     "tracking-drain": {"task": "history.tasks.tracking_drain_trigger_task", "schedule": timedelta(seconds=30)},
     "events-retention": {"task": "history.tasks.retention_cleanup_bulk_task", "schedule": timedelta(hours=1)},
     "segments-tick": {"task": "segments.tasks.segments_tick_task", "schedule": timedelta(minutes=1)},
+    "mailings-tick": {"task": "mailings.tasks.mailings_tick_task", "schedule": timedelta(seconds=5)},
+    "mailing-stats-compact": {"task": "mailings.tasks.stats_compact_task", "schedule": timedelta(minutes=10)},
 }
 app.autodiscover_tasks()

@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("segments.urls")),
     path("", include("content.urls")),
     path("", include("delivery.urls")),
+    path("", include("mailings.urls")),
     path("p/", include("resources.urls_public")),
     path("t/", include("history.urls_tracking")),
 ]

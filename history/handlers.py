@@ -17,7 +17,9 @@ backoff) and quick: heavy work is theirs to batch and enqueue. History never imp
 that register here.
 
 `types=None` means every type. Custom type names are per account, so a handler that cares about
-one account's "cart_abandoned" checks `event.account_id` itself.
+one account's "cart_abandoned" checks `event.account_id` itself. A handler whose types change
+at run time (trigger mailings: the types some live mailing listens to) passes `interest`, a
+callable returning the names it wants now (cached by its owner); then `types` is ignored.
 """
 
 from __future__ import annotations
@@ -38,14 +40,22 @@ class EventHandler:
     name: str
     func: Callable[[list[Event]], None]
     types: frozenset[str] | None = None
+    interest: Callable[[], frozenset[str]] | None = None
 
-    def __init__(self, name: str, func: Callable[[list[Event]], None], types: Iterable[str] | None = None) -> None:
+    def __init__(self, name: str, func: Callable[[list[Event]], None], types: Iterable[str] | None = None,
+                 interest: Callable[[], frozenset[str]] | None = None) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "func", func)
         object.__setattr__(self, "types", frozenset(types) if types is not None else None)
+        object.__setattr__(self, "interest", interest)
+
+    def wanted_types(self) -> frozenset[str] | None:
+        """The type names it wants now (None: every type)."""
+        return self.interest() if self.interest is not None else self.types
 
     def wants(self, type_name: str) -> bool:
-        return self.types is None or type_name in self.types
+        types = self.wanted_types()
+        return types is None or type_name in types
 
 
 EVENT_HANDLERS: dict[str, EventHandler] = {}
@@ -65,7 +75,11 @@ def wanted(type_names: Iterable[str]) -> bool:
     if not EVENT_HANDLERS:
         return False
     names = set(type_names)
-    return any(h.types is None or h.types & names for h in EVENT_HANDLERS.values())
+    for h in EVENT_HANDLERS.values():
+        types = h.wanted_types()
+        if types is None or types & names:
+            return True
+    return False
 
 
 def run_handlers(events: list[Event], names: dict[int, str], only: Iterable[str] | None = None) -> dict[str, int]:
@@ -77,7 +91,8 @@ def run_handlers(events: list[Event], names: dict[int, str], only: Iterable[str]
     for handler in list(EVENT_HANDLERS.values()):
         if chosen is not None and handler.name not in chosen:
             continue
-        mine = [e for e in events if handler.wants(names.get(e.type_id, ""))]
+        types = handler.wanted_types()
+        mine = events if types is None else [e for e in events if names.get(e.type_id, "") in types]
         if not mine:
             continue
         try:

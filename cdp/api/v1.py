@@ -29,6 +29,7 @@ def _register_routers() -> None:
     from content.api import router as content_router
     from delivery.api import router as delivery_router
     from history.api import router as history_router
+    from mailings.api import router as mailings_router
     from profiles.api import router as profiles_router
     from resources.api import router as resources_router
     from segments.api import router as segments_router
@@ -40,6 +41,7 @@ def _register_routers() -> None:
     api.add_router("/", segments_router)
     api.add_router("/", content_router)
     api.add_router("/", delivery_router)
+    api.add_router("/", mailings_router)
 
 
 _register_routers()
