@@ -40,6 +40,6 @@ app.conf.beat_schedule = {
     "events-retention": {"task": "history.tasks.retention_cleanup_bulk_task", "schedule": timedelta(hours=1)},
     "segments-tick": {"task": "segments.tasks.segments_tick_task", "schedule": timedelta(minutes=1)},
     "mailings-tick": {"task": "mailings.tasks.mailings_tick_task", "schedule": timedelta(seconds=5)},
-    "mailing-stats-compact": {"task": "mailings.tasks.stats_compact_task", "schedule": timedelta(minutes=10)},
+    "mailings-housekeeping": {"task": "mailings.tasks.housekeeping_task", "schedule": timedelta(minutes=10)},
 }
 app.autodiscover_tasks()

@@ -310,3 +310,28 @@ TEST_SEND_LIMIT_PER_HOUR = env.int("TEST_SEND_LIMIT_PER_HOUR", default=100)
 # server at loopback, private or link-local addresses (SSRF, delivery/netpolicy.py). True lifts
 # that for self-hosting next to the relay/gateway (and the tests' loopback emulators).
 DELIVERY_ALLOW_PRIVATE_HOSTS = env.bool("DELIVERY_ALLOW_PRIVATE_HOSTS", default=False)
+
+# --- Mailings ------------------------------------------------------------------------------------
+# The send ledger's leases (seconds): a row handed to a batch task must be claimed within
+# HANDOUT_LEASE (else the sweeper hands it out again: a task lost with Redis); a claimed row must
+# be settled within CLAIM_LEASE (a batch renews it as it goes; else its worker died: rows not yet on
+# the wire are queued again, rows on the wire become "ambiguous", never resent for marketing).
+MAILINGS_HANDOUT_LEASE = env.int("MAILINGS_HANDOUT_LEASE", default=600)
+MAILINGS_CLAIM_LEASE = env.int("MAILINGS_CLAIM_LEASE", default=300)
+# Messages a second per provider account when its settings name no rate (0: no limit). Shared by
+# every worker through Redis (mailings.throttle); per process in the embedded default.
+MAILINGS_PROVIDER_RATE = env.float("MAILINGS_PROVIDER_RATE", default=0.0)
+# Back-off after 421/451/429 (seconds): base * 2**strikes up to the cap, or the provider's
+# Retry-After when longer (up to MAX_RETRY_AFTER). Per-domain limits: mailings.throttle's
+# DEFAULT_DOMAIN_LIMITS unless MAILINGS_DOMAIN_LIMITS is set (in Python settings).
+MAILINGS_BACKOFF_BASE = env.float("MAILINGS_BACKOFF_BASE", default=30.0)
+MAILINGS_BACKOFF_CAP = env.float("MAILINGS_BACKOFF_CAP", default=900.0)
+MAILINGS_BACKOFF_MAX_RETRY_AFTER = env.float("MAILINGS_BACKOFF_MAX_RETRY_AFTER", default=3600.0)
+# Soft bounces: a subscription is paused for SOFT_BOUNCE_PAUSE_DAYS after SOFT_BOUNCE_LIMIT of
+# them within SOFT_BOUNCE_DAYS.
+MAILINGS_SOFT_BOUNCE_LIMIT = env.int("MAILINGS_SOFT_BOUNCE_LIMIT", default=3)
+MAILINGS_SOFT_BOUNCE_DAYS = env.int("MAILINGS_SOFT_BOUNCE_DAYS", default=7)
+MAILINGS_SOFT_BOUNCE_PAUSE_DAYS = env.int("MAILINGS_SOFT_BOUNCE_PAUSE_DAYS", default=14)
+# How long the marks that make tracking and bounce events count once are kept (days): longer than
+# any redelivery of the history outbox.
+MAILINGS_HANDLED_EVENT_DAYS = env.int("MAILINGS_HANDLED_EVENT_DAYS", default=7)

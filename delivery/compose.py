@@ -46,6 +46,7 @@ def compose_email(
     dkim_key: DkimKey | None = None,
     signer: DkimSigner | None = None,
     headers: Mapping[str, str] | None = None,
+    message_id: str | None = None,
 ) -> OutboundMessage:
     """One e-mail as an OutboundMessage (raw = the DKIM-signed bytes when a key/signer is given).
 
@@ -55,6 +56,8 @@ def compose_email(
     unsubscribe_mailto: the address for mailto: unsubscribes; by default, when the message has an
         unsubscribe URL, a signed one on the bounce domain (delivery.mime.unsubscribe_address),
         so List-Unsubscribe offers both https and mailto (RFC 2369), as mailbox providers ask.
+    message_id: the Message-ID of a first attempt, when this is the same message sent again
+        (a transactional resend after a lost connection); by default a new one.
     Raises delivery.mime.AddressError for an unusable recipient."""
     parts = _parts(rendered)
     domain = sender.domain
@@ -71,7 +74,7 @@ def compose_email(
         subject=parts.get("subject") or "",
         html=parts.get("html") or "",
         text=parts.get("text") or "",
-        message_id=make_message_id(ref, domain.domain),
+        message_id=message_id or make_message_id(ref, domain.domain),
         reply_to=sender.reply_to or None,
         list_unsubscribe_https=unsubscribe_url,
         list_unsubscribe_mailto=f"mailto:{unsubscribe_mailto}?subject=unsubscribe" if unsubscribe_mailto else None,

@@ -258,6 +258,8 @@ class LedgerEntry(models.Model):
             models.Index(fields=["profile_id", "sent_at"], name="ledger_profile_sent_idx"),
             # The recipient log of a run: by status (skips by reason), keyset by id.
             models.Index(fields=["run", "status", "id"], name="ledger_run_status_idx"),
+            # The recipient log's address search within a run (exact or prefix).
+            models.Index(fields=["run", "address"], name="ledger_run_address_idx"),
         ]
 
     def __str__(self) -> str:

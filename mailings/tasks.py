@@ -45,7 +45,10 @@ def mailings_tick_task() -> None:
 
 
 @shared_task
-def stats_compact_task() -> int:
+def housekeeping_task() -> None:
+    """Fold the counters' deltas and forget old handled-event marks (beat, every 10 minutes)."""
+    from mailings.services.ledger import handled_events_prune
     from mailings.services.stats import stats_compact
 
-    return stats_compact()
+    stats_compact()
+    handled_events_prune()

@@ -35,6 +35,7 @@ from delivery.services import dkim_key_rotate, provider_account_create, sender_c
 from delivery.vapid import generate_vapid_keys
 from history.models import Event, EventType
 from history.services import EventIn, events_ingest, eventtype_create
+from mailings.models import LedgerEntry, Mailing, Run
 from profiles.models import Profile, ProfileDatabase, ProfileImport
 from profiles.services import database_create, field_add, profile_upsert
 from resources.models import Resource, Subscription, Suppression
@@ -73,6 +74,9 @@ class World:
     provider: ProviderAccount
     webpush_provider: ProviderAccount
     outbox_message: tuple[str, str]
+    mailing: Mailing
+    mailing_run: Run
+    ledger_entry: LedgerEntry
 
 
 Build = Callable[[World], dict[str, Any]]
@@ -216,6 +220,33 @@ OBJECT_ROUTES: dict[str, Build] = {
     "resources:subscription_add": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
     "resources:subscription_change": lambda w: {"db": w.database.slug, "pk": w.profile.pk, "sub": w.subscription.pk},
     "resources:consent_export": lambda w: {"db": w.database.slug, "pk": w.profile.pk},
+    # Mailings: the pages (a run is named by ?run=, checked in mailings/tests/test_views.py) and the API.
+    "mailings:detail": lambda w: {"pk": w.mailing.pk},
+    "mailings:progress": lambda w: {"pk": w.mailing.pk},
+    "mailings:edit": lambda w: {"pk": w.mailing.pk, "step": "audience"},
+    "mailings:audience_preview": lambda w: {"pk": w.mailing.pk},
+    "mailings:test_send": lambda w: {"pk": w.mailing.pk},
+    "mailings:launch": lambda w: {"pk": w.mailing.pk},
+    "mailings:pause": lambda w: {"pk": w.mailing.pk},
+    "mailings:resume": lambda w: {"pk": w.mailing.pk},
+    "mailings:cancel": lambda w: {"pk": w.mailing.pk},
+    "mailings:duplicate": lambda w: {"pk": w.mailing.pk},
+    "mailings:delete": lambda w: {"pk": w.mailing.pk},
+    "mailings:report": lambda w: {"pk": w.mailing.pk},
+    "mailings:recipients": lambda w: {"pk": w.mailing.pk},
+    "mailings:explain": lambda w: {"pk": w.mailing.pk},
+    "mailings:export": lambda w: {"pk": w.mailing.pk, "what": "report"},
+    "api:mailing_get_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_update_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_launch_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_pause_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_resume_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_cancel_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_preview_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_report_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_recipients_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_trigger_api": lambda w: {"mailing_id": w.mailing.pk},
+    "api:mailing_trigger_bulk_api": lambda w: {"mailing_id": w.mailing.pk},
 }
 
 # Routes with parameters that do not name a tenant object, and why.
@@ -325,6 +356,16 @@ def world(acme, olivia, alice, settings) -> World:
     backend.open()
     [sent] = backend.send_many([OutboundMessage(channel="sms", to="+4915112345678", payload={"text": "hi"})])
     day, name = sent.provider_id.split("/")
+    # A mailing of acme that has run once: a run and a ledger row (the report, log and exports read them).
+    mailing = Mailing.objects.create(account=acme, database=database, name="Acme sale", resource=resource,
+                                     sender=sender, template=template, schedule={"mode": "now"},
+                                     state=Mailing.State.DONE)
+    mailing_run = Run.objects.create(account=acme, mailing=mailing, slot="once", state=Run.State.DONE, version=version,
+                                     planned=1)
+    ledger_entry = LedgerEntry.objects.create(account_id=acme.pk, mailing_id=mailing.pk, run=mailing_run,
+                                              subscription_id=subscription.pk, profile_id=profile.pk, channel="email",
+                                              address=subscription.address, status=LedgerEntry.Status.SENT,
+                                              sent_at=timezone.now())
     return World(
         account=acme,
         owner=olivia,
@@ -356,6 +397,9 @@ def world(acme, olivia, alice, settings) -> World:
         provider=provider,
         webpush_provider=webpush_provider,
         outbox_message=(day, name),
+        mailing=mailing,
+        mailing_run=mailing_run,
+        ledger_entry=ledger_entry,
     )
 
 

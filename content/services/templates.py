@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError, RestrictedError
 from django.utils import timezone
 
 from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.protect import used_by
 from content.models import Template
 from content.services.errors import ContentError
 from profiles.models import ProfileDatabase
@@ -126,12 +128,16 @@ def template_archive(*, template: Template, actor: Actor, archived: bool = True)
     return template
 
 
-@transaction.atomic
 def template_delete(*, template: Template, actor: Actor) -> None:
-    """Delete the template and all its versions."""
-    audit_log(account=template.account, actor=actor, verb="template.deleted", target=template,
-              target_label=template.name)
-    template.delete()
+    """Delete the template and all its versions. Raises ContentError while a mailing uses it
+    (archive it instead)."""
+    try:
+        with transaction.atomic():
+            audit_log(account=template.account, actor=actor, verb="template.deleted", target=template,
+                      target_label=template.name)
+            template.delete()
+    except (ProtectedError, RestrictedError) as exc:
+        raise ContentError({"template": f"“{template.name}” is {used_by(exc)}: archive it instead"}) from exc
 
 
 @transaction.atomic

@@ -10,8 +10,11 @@
 - Connections outlive a batch: close() returns a healthy connection to a per-process pool keyed
   by the backend's pool_key (the provider account and its updated_at; or the settings entry), up
   to `pool_size` idle connections, dropped after 60 s idle; open() takes one from there first.
-- Rate limit: `rate_per_second` messages per second per pool key, a token bucket shared by every
-  backend instance in the process (0 = unlimited).
+- Rate limit: `rate_per_second` (0 = unlimited) is the provider's speed, kept on the instance as
+  `rate`; the backend does not wait for it itself. The mailings dispatch applies it before each
+  chunk through mailings.throttle (a token bucket shared by every worker through Redis, with
+  back-off on 421/451), so the limit holds across processes and a slow provider never parks a
+  worker inside send_many.
 - TLS: "starttls" (587), "implicit" (465), "none" (25, or a local relay).
 """
 
@@ -37,38 +40,6 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 _pool_lock = threading.Lock()
 _pool: dict[str, list[tuple[smtplib.SMTP, float]]] = {}
-_buckets: dict[str, _Bucket] = {}
-
-
-class _Bucket:
-    """A token bucket: `rate` tokens a second, at most max(rate, 1) saved up."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(rate, 1.0)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self.lock = threading.Lock()
-
-    def take(self) -> None:
-        with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
-            if self.tokens < 1.0:
-                wait = (1.0 - self.tokens) / self.rate
-                time.sleep(wait)
-                self.tokens = 1.0
-                self.updated = time.monotonic()
-            self.tokens -= 1.0
-
-
-def _bucket(key: str, rate: float) -> _Bucket:
-    with _pool_lock:
-        bucket = _buckets.get(key)
-        if bucket is None or bucket.rate != rate:
-            bucket = _buckets[key] = _Bucket(rate)
-        return bucket
 
 
 def _quit(conn: smtplib.SMTP) -> None:
@@ -84,7 +55,6 @@ def pool_clear() -> None:
     with _pool_lock:
         conns = [c for entries in _pool.values() for c, _ in entries]
         _pool.clear()
-        _buckets.clear()
     for conn in conns:
         _quit(conn)
 
@@ -145,7 +115,7 @@ class SmtpBackend(BaseBackend):
         self.username, self.password = username or "", password or ""
         self.tls, self.verify_tls = tls, verify_tls
         self.timeout, self.pool_size = float(timeout), int(pool_size)
-        self.rate = float(rate_per_second or 0)
+        self.rate = float(rate_per_second or 0)  # applied by the caller (see the module docstring)
         self.local_hostname = local_hostname or None
         self.pool_key = f"{host}:{port}:{username}:{tls}"  # get_backend sets a provider-specific key
         self.conn: smtplib.SMTP | None = None
@@ -294,11 +264,8 @@ class SmtpBackend(BaseBackend):
         """One SendResult per message, in order. Raises DeliveryError only when the first
         connection cannot be made (nothing was sent)."""
         self.open()
-        bucket = _bucket(self.pool_key, self.rate) if self.rate > 0 else None
         results: list[SendResult] = []
         for index, message in enumerate(messages):
-            if bucket is not None:
-                bucket.take()
             retried = False
             while True:
                 try:

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError, RestrictedError
 
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.protect import used_by
 from cdp.sentinels import UNSET
 from delivery.backends import DeliveryError, get_backend, get_kind
 from delivery.models import ProviderAccount
@@ -114,10 +116,14 @@ def provider_account_update(
 
 
 def provider_account_delete(*, provider: ProviderAccount, actor: Actor) -> None:
-    with transaction.atomic():
-        audit_log(account=provider.account, actor=actor, verb="provider_account.deleted", target=provider,
-                  data={"channel": provider.channel, "kind": provider.kind})
-        provider.delete()
+    """Delete a provider account. Raises ValidationError while a mailing sends through it."""
+    try:
+        with transaction.atomic():
+            audit_log(account=provider.account, actor=actor, verb="provider_account.deleted", target=provider,
+                      data={"channel": provider.channel, "kind": provider.kind})
+            provider.delete()
+    except (ProtectedError, RestrictedError) as exc:
+        raise ValidationError(f"“{provider.name}” is {used_by(exc)}; change them first.") from exc
 
 
 def provider_account_check(*, provider: ProviderAccount) -> str:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError
+from django.db.models import ProtectedError, RestrictedError
 
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.protect import used_by
 from cdp.sentinels import UNSET
 from delivery.models import Sender, SendingDomain
 
@@ -132,8 +133,8 @@ def sender_delete(*, sender: Sender, actor: Actor) -> None:
         with transaction.atomic():
             audit_log(account=sender.account, actor=actor, verb="sender.deleted", target=sender)
             sender.delete()
-    except ProtectedError as exc:
-        raise ValidationError(f"{sender.from_address} is used by mailings; change them first.") from exc
+    except (ProtectedError, RestrictedError) as exc:
+        raise ValidationError(f"{sender.from_address} is {used_by(exc)}; change them first.") from exc
 
 
 def sender_for_sending(*, account: Account, sender: Sender | None = None, local_backend: bool = False) -> Sender:

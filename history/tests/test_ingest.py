@@ -173,6 +173,24 @@ def test_no_task_when_nobody_listens(acme, anna, received, django_capture_on_com
     assert callbacks == [] and received == []
 
 
+def test_a_handler_with_an_interest_gets_the_types_it_wants_now(acme, anna, cart_abandoned, django_capture_on_commit_callbacks):
+    wanted: set[str] = set()
+    got: list[int] = []
+    register_handler(EventHandler("test.interest", lambda evs: got.extend(e.type_id for e in evs),
+                                  interest=lambda: frozenset(wanted)))
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "a"})])
+        assert callbacks == [] and got == []  # not wanted yet: no outbox row, no task
+        wanted.add("cart_abandoned")
+        with django_capture_on_commit_callbacks(execute=True):
+            events_ingest(account=acme, events=[EventIn("cart_abandoned", anna.pk, None, {"sku": "b"}),
+                                                EventIn("page.viewed", anna.pk)])
+        assert got == [cart_abandoned.pk]
+    finally:
+        unregister_handler("test.interest")
+
+
 def test_rolled_back_events_reach_no_handler(acme, anna, cart_abandoned, received, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):  # noqa: SIM117
         with transaction.atomic():

@@ -1,7 +1,9 @@
-"""The mailings REST API (mounted under /api/v1/)."""
+"""The mailings part of /api/v1/: mailings (list, create, change, launch, pause, resume, cancel),
+their audience preview, report and recipient log, and the trigger endpoints (one profile, or up to
+1,000 in bulk)."""
 
 from __future__ import annotations
 
-from ninja import Router
+from mailings.api.routes import router
 
-router = Router(tags=["Mailings"])
+__all__ = ["router"]

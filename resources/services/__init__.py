@@ -47,10 +47,12 @@ from resources.services.subscriptions import (  # noqa: F401
     subscriptions_erase,
     subscriptions_merge,
     subscriptions_resume_due,
+    subscriptions_set_status_bulk,
 )
 from resources.services.suppressions import (  # noqa: F401
     clean_suppression,
     guess_kind,
     suppression_add,
     suppression_remove,
+    suppressions_add_bulk,
 )

@@ -7,11 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
+from django.db.models import ProtectedError, RestrictedError
 from django.utils.text import slugify
 
 from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.protect import used_by
 from profiles.models import ProfileDatabase
 from resources.models import Channel, Resource, Subscription
 from resources.services.common import ResourceValidationError
@@ -193,10 +195,14 @@ def resource_rotate_public_key(*, resource: Resource, actor: Actor) -> str:
     return resource.public_key
 
 
-@transaction.atomic
 def resource_delete(*, resource: Resource, actor: Actor) -> None:
-    """Delete a resource with its subscriptions (the ledger rows go with it). Audited with the counts."""
-    count = Subscription.objects.filter(resource=resource).count()
-    audit_log(account=resource.account, actor=actor, verb="resource.deleted", target_label=resource.name,
-              data={"slug": resource.slug, "subscriptions": count})
-    resource.delete()
+    """Delete a resource with its subscriptions and consent records. Audited with the counts.
+    Raises ResourceValidationError while a mailing sends from it."""
+    try:
+        with transaction.atomic():
+            count = Subscription.objects.filter(resource=resource).count()
+            audit_log(account=resource.account, actor=actor, verb="resource.deleted", target_label=resource.name,
+                      data={"slug": resource.slug, "subscriptions": count})
+            resource.delete()
+    except (ProtectedError, RestrictedError) as exc:
+        raise ResourceValidationError({"resource": f"“{resource.name}” is {used_by(exc)}; change or delete them first"}) from exc

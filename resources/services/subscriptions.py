@@ -341,6 +341,33 @@ def subscription_pause(*, subscription: Subscription, days: int, actor: Actor, v
     return subscription_set_status(subscription=subscription, status=Status.SUSPENDED, actor=actor, via=via, until=until)
 
 
+def subscriptions_set_status_bulk(*, subscriptions: Iterable[Subscription], status: str, actor: Actor, via: Via,
+                                  reason: str = "", until: datetime | None = None) -> list[int]:
+    """Move many subscriptions to `status` at once (bounces, complaints, dead push tokens): those
+    whose transition TRANSITIONS allows (a pause only from subscribed, so a person's own longer
+    pause is never shortened or lengthened), one UPDATE and one consent-ledger write for all of
+    them (its counters and history events follow). The caller holds the rows
+    (`select_for_update`) in its transaction. Returns the ids changed."""
+    movable = [s for s in subscriptions
+               if status in TRANSITIONS.get(s.status, frozenset()) and (s.status != status or status == Status.SUSPENDED)]
+    if status == Status.SUSPENDED:
+        movable = [s for s in movable if s.status == Status.SUBSCRIBED]
+    if not movable:
+        return []
+    now = timezone.now()
+    Subscription.objects.filter(pk__in=[s.pk for s in movable]).update(
+        status=status, reason=reason[:500], changed_at=now, updated_at=now,
+        suspended_until=until if status == Status.SUSPENDED else None)
+    records = []
+    for s in movable:
+        old = s.status
+        s.status, s.reason = status, reason[:500]
+        records.append(_record(s, actor=actor, via=via, action=ConsentRecord.Action.STATUS, old_status=old,
+                               new_status=status, reason=reason))
+    _write_ledger(records)
+    return [s.pk for s in movable]
+
+
 def subscriptions_resume_due(*, now: datetime | None = None, batch: int = 1000) -> int:
     """Paused subscriptions whose pause has ended become subscribed again (the scheduler runs this).
     Batches of `batch` rows, each one transaction; safe to run on several workers at once."""

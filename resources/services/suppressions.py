@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
@@ -59,6 +60,33 @@ def suppression_add(
         audit_log(account=account, actor=actor, verb="suppression.added", target=row, target_label=clean,
                   data={"kind": kind, "reason": reason})
     return row, created
+
+
+@transaction.atomic
+def suppressions_add_bulk(*, account_id: int, kind: str, values: Iterable[str], actor: Actor,
+                          reason: str = Suppression.Reason.MANUAL, note: str = "", source: str = "") -> int:
+    """Add many already-normalised values of one kind (bounced or complaining addresses) as
+    `suppression_add` would: the new ones get a row and an audit event, listed ones are left
+    alone; a few queries however many. Returns how many were added."""
+    from accounts.models import AuditEvent
+
+    values = sorted(set(values))
+    known = set(Suppression.objects.filter(account_id=account_id, kind=kind, value__in=values).values_list("value", flat=True))
+    new = [v for v in values if v not in known]
+    if not new:
+        return 0
+    Suppression.objects.bulk_create([
+        Suppression(account_id=account_id, kind=kind, value=v, reason=reason, note=note[:500], source=(source or reason)[:64],
+                    created_by_label=actor.label[:200]) for v in new
+    ], ignore_conflicts=True)
+    created = Suppression.objects.filter(account_id=account_id, kind=kind, value__in=new)
+    AuditEvent.objects.bulk_create([
+        AuditEvent(account_id=account_id, actor_label=actor.label[:200], verb="suppression.added",
+                   target_type=Suppression._meta.label_lower, target_id=str(s.pk), target_label=s.value[:300],
+                   data={"kind": s.kind, "reason": reason})
+        for s in created
+    ])
+    return len(new)
 
 
 @transaction.atomic

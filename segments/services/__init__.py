@@ -25,6 +25,7 @@ from segments.services.members import (  # noqa: F401
     segment_members_remove_by_key,
 )
 from segments.services.segments import (  # noqa: F401
+    SEGMENT_USERS,
     UNSET,
     conditions_clean,
     segment_check,

@@ -4,7 +4,7 @@ conditions that are not saved yet (the builder)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -205,6 +205,12 @@ def segment_update(*, segment: Segment, actor: Actor, name: str | None = None, d
     return seg
 
 
+# Higher apps (mailings, scenarios) register here in AppConfig.ready() a function naming what of
+# theirs uses a segment ("mailing “News”"), so deleting it is refused instead of silently
+# changing their audience.
+SEGMENT_USERS: list[Callable[[Segment], list[str]]] = []
+
+
 def segment_users(segment: Segment) -> list[Segment]:
     """The other segments whose conditions name this one."""
     out = []
@@ -219,10 +225,12 @@ def segment_delete(*, segment: Segment, actor: Actor) -> None:
     """Delete a segment with its members and history. Refused (SegmentError) while another
     segment's conditions name it."""
     seg = Segment.objects.select_for_update().select_related("account").get(pk=segment.pk)
-    users = segment_users(seg)
-    if users:
-        names = ", ".join(f"“{u.name}”" for u in users[:5]) + (" …" if len(users) > 5 else "")
-        raise SegmentError({"segment": f"used by {names}: change those first"})
+    names = [f"segment “{u.name}”" for u in segment_users(seg)]
+    for users in SEGMENT_USERS:
+        names.extend(users(seg))
+    if names:
+        listed = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+        raise SegmentError({"segment": f"used by {listed}: change those first"})
     # One DELETE each: the ORM would load the members to cascade.
     SegmentMember.objects.filter(segment_id=seg.pk).delete()
     SegmentMovement.objects.filter(run__segment_id=seg.pk).delete()

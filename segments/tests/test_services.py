@@ -205,7 +205,7 @@ def test_it_refuses_to_delete_a_segment_others_use_and_deletes_the_rest(shop, tr
                           conditions=group({"type": "segment", "segment": base.pk, "negate": True}))
     with pytest.raises(SegmentError) as exc:
         segment_delete(segment=base, actor=SYSTEM)
-    assert "used by “User”" in exc.value.message
+    assert "used by segment “User”" in exc.value.message
     segment_delete(segment=user, actor=SYSTEM)
     segment_delete(segment=base, actor=SYSTEM)
     assert not Segment.objects.filter(database=shop).exists()

@@ -1,0 +1,171 @@
+"""The dispatch's settings and its ledger statements: handing rows out, claiming them, stamping a
+chunk before it goes on the wire, releasing a failed batch's rows. Each is ONE statement, written
+for PostgreSQL (FOR UPDATE SKIP LOCKED) and SQLite (a conditional UPDATE: one writer at a time)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from mailings import throttle as throttle_mod
+from mailings.models import LedgerEntry, Mailing
+from mailings.services.sending import Row, id_filter
+
+Status = LedgerEntry.Status
+Reason = LedgerEntry.Reason
+
+BATCH_SIZE = 500  # ledger ids a task
+CHUNK_SIZE = 100  # rows a wire stamp: at most this many rows are in doubt when a worker dies
+MAX_BATCHES_PER_KICK = 200  # one huge run does not starve the tick
+MAX_ATTEMPTS = 5
+MAX_SLEEP = 2.0  # seconds a batch may sleep for one provider/mailing token wait; longer waits defer
+SLEEP_BUDGET = 20.0  # seconds a batch may sleep for tokens in all
+TEMPORARY_CODES = (421, 429, 450, 451, 452)
+LIVE_MAILING_STATES = (Mailing.State.SENDING, Mailing.State.SCHEDULED)
+
+
+def seconds(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def handout_lease() -> timedelta:
+    """How long a handed-out row waits for its task to claim it (MAILINGS_HANDOUT_LEASE, s)."""
+    return timedelta(seconds=seconds("MAILINGS_HANDOUT_LEASE", 600))
+
+
+def claim_lease() -> timedelta:
+    """How long a claim lasts without news (MAILINGS_CLAIM_LEASE, s); a batch renews it as it goes."""
+    return timedelta(seconds=seconds("MAILINGS_CLAIM_LEASE", 300))
+
+
+def get_throttle() -> throttle_mod.Throttle:
+    """The process's throttle (tests replace this function)."""
+    return throttle_mod.default_throttle()
+
+
+def is_trigger_queue(mailing: Mailing) -> bool:
+    return mailing.kind == Mailing.Kind.TRIGGER or mailing.transactional
+
+
+def task_for(mailing: Mailing) -> Any:
+    from mailings.tasks import batch_send_bulk_task, batch_send_trigger_task
+
+    return batch_send_trigger_task if is_trigger_queue(mailing) else batch_send_bulk_task
+
+
+
+# --- handing out ---------------------------------------------------------------------------------
+
+
+def handout(run_id: int, now: datetime, limit: int, ids: Sequence[int] | None = None) -> list[int]:
+    """Lease up to `limit` due queued rows of the run that are not handed out (or whose handout
+    lease passed): one UPDATE; returns their ids, ascending."""
+    adapt = connection.ops.adapt_datetimefield_value
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    only, only_params = id_filter("id", ids) if ids is not None else ("1 = 1", [])
+    sql = (
+        "UPDATE mailings_ledgerentry SET lease_until = %s WHERE id IN ("  # noqa: S608 (placeholders only)
+        "SELECT id FROM mailings_ledgerentry WHERE run_id = %s AND status = 'queued' "
+        "AND (not_before IS NULL OR not_before <= %s) AND (lease_until IS NULL OR lease_until <= %s) "
+        f"AND {only} ORDER BY id LIMIT %s{lock}) RETURNING id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [adapt(now + handout_lease()), run_id, adapt(now), adapt(now), *only_params, limit])
+        return sorted(r[0] for r in cur.fetchall())
+
+
+def kick_limit(mailing: Mailing) -> int:
+    """Rows one kick hands out: a speed-limited mailing gets about two ticks' worth, so its
+    batches do not sit in workers waiting for tokens."""
+    if mailing.speed_limit:
+        return max(1, min(BATCH_SIZE * MAX_BATCHES_PER_KICK, math.ceil(mailing.speed_limit / 6)))
+    return BATCH_SIZE * MAX_BATCHES_PER_KICK
+
+
+# --- claiming -----------------------------------------------------------------------------------
+
+
+def claim(run_id: int, ids: Sequence[int], now: datetime, lease: datetime | None = None) -> list[int]:
+    """queued -> sending for the given rows of the run that are due, while the run sends and its
+    mailing is live: ONE statement (SKIP LOCKED on PostgreSQL: rows another worker is claiming
+    are left to it). Counts an attempt and sets the claim lease (`lease`, default now +
+    claim_lease()); the lease's exact value is the batch's token: `stamp` and `release` touch
+    only rows that still carry it. Returns the claimed ids."""
+    adapt = connection.ops.adapt_datetimefield_value
+    where, params = id_filter("id", ids)
+    live = "('sending', 'scheduled')"
+    if connection.vendor == "postgresql":
+        target = (f"id IN (SELECT id FROM mailings_ledgerentry WHERE {where} AND run_id = %s AND status = 'queued' "  # noqa: S608 (constants and placeholders only)
+                  "AND (not_before IS NULL OR not_before <= %s) FOR UPDATE SKIP LOCKED)")
+    else:
+        target = f"{where} AND run_id = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= %s)"
+    sql = (
+        "UPDATE mailings_ledgerentry SET status = 'sending', lease_until = %s, attempts = attempts + 1, "  # noqa: S608
+        f"updated_at = %s, wire_at = NULL WHERE {target} AND EXISTS (SELECT 1 FROM mailings_run r "
+        "JOIN mailings_mailing m ON m.id = r.mailing_id "
+        f"WHERE r.id = %s AND r.state = 'sending' AND m.state IN {live}) RETURNING id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, [adapt(lease or now + claim_lease()), adapt(now), *params, run_id, adapt(now), run_id])
+        return sorted(r[0] for r in cur.fetchall())
+
+
+def release(ids: Sequence[int], leases: Sequence[datetime]) -> None:
+    """Rows of a batch that failed before their chunk went on the wire: back to the queue, the
+    attempt not counted (rows on the wire stay `sending` for the sweeper). Only rows that still
+    carry one of the batch's `leases` (its claim and renewals) are the batch's."""
+    if not ids or not leases:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    where, params = id_filter("id", ids)
+    mine, mine_params = id_filter("lease_until", [adapt(x) for x in leases])
+    with connection.cursor() as cur:
+        cur.execute("UPDATE mailings_ledgerentry SET status = 'queued', lease_until = NULL, "  # noqa: S608
+                    f"attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE {where} "
+                    f"AND status = 'sending' AND wire_at IS NULL AND {mine}", [*params, *mine_params])
+
+
+def release_handout(ids: Sequence[int]) -> None:
+    """Queued rows a batch task did not claim: their handout lease is cleared (one UPDATE)."""
+    if not ids:
+        return
+    where, params = id_filter("id", ids)
+    with connection.cursor() as cur:
+        cur.execute(f"UPDATE mailings_ledgerentry SET lease_until = NULL WHERE {where} AND status = 'queued'",  # noqa: S608
+                    params)
+
+
+def stamp(chunk: Sequence[Row], remaining: Sequence[int], now: datetime, *, lease: datetime,
+          renew: datetime | None = None, keep_ids: bool = False, messages: dict[int, str] | None = None) -> set[int]:
+    """Before a chunk goes on the wire: its rows get `wire_at` (and, for transactional mail, the
+    Message-ID, so a resend after a lost connection reuses it). Only rows still `sending` under
+    the batch's current `lease` are touched (a row the sweeper took back and another worker
+    claimed carries another lease). With `renew`, every row of the batch still to send moves to
+    that new lease in the same statement. ONE UPDATE; returns the chunk's ids still ours."""
+    adapt = connection.ops.adapt_datetimefield_value
+    chunk_ids = [r.id for r in chunk]
+    in_chunk, chunk_params = id_filter("id", chunk_ids)
+    mid_sql, mid_params = "", []
+    if keep_ids and messages:
+        cases = " ".join("WHEN %s THEN %s" for _ in messages)
+        mid_sql = f", message_id = CASE id {cases} ELSE message_id END"
+        for lid, mid in messages.items():
+            mid_params.extend((lid, mid[:255]))
+    if renew is not None:
+        where, params = id_filter("id", remaining)
+        sql = (f"UPDATE mailings_ledgerentry SET wire_at = CASE WHEN {in_chunk} THEN %s ELSE wire_at END, "  # noqa: S608
+               f"lease_until = %s{mid_sql} WHERE {where} AND status = 'sending' AND lease_until = %s RETURNING id")
+        all_params = [*chunk_params, adapt(now), adapt(renew), *mid_params, *params, adapt(lease)]
+    else:
+        sql = (f"UPDATE mailings_ledgerentry SET wire_at = %s{mid_sql} WHERE {in_chunk} "  # noqa: S608
+               "AND status = 'sending' AND lease_until = %s RETURNING id")
+        all_params = [adapt(now), *mid_params, *chunk_params, adapt(lease)]
+    with connection.cursor() as cur:
+        cur.execute(sql, all_params)
+        ours = {r[0] for r in cur.fetchall()}
+    return ours & set(chunk_ids)
