@@ -87,6 +87,7 @@ def recipient_log_csv(*, mailing: Mailing, run: Run | None = None, status: str |
     with its explanation."""
     qs = recipient_log_query(mailing=mailing, run=run, status=status, reason=reason, q=q)
     slots = dict(Run.objects.filter(mailing=mailing).values_list("pk", "slot"))
+    tz = mailing.account.timezone
 
     def rows() -> Iterator[list[Any]]:
         after = 0
@@ -94,7 +95,7 @@ def recipient_log_csv(*, mailing: Mailing, run: Run | None = None, status: str |
             page = list(qs.filter(id__gt=after)[:PAGE])
             if not page:
                 return
-            explain_rows(page)
+            explain_rows(page, tz=tz)
             for e in page:
                 yield [e.pk, slots.get(e.run_id, e.run_id), e.profile_id, e.channel, e.address, e.status, e.reason, e.detail,
                        e.attempts, e.sent_at, e.delivered_at, e.opened_at, e.clicked_at, e.bounced_at, e.message_id,

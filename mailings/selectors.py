@@ -236,8 +236,12 @@ def recipient_log(*, mailing: Mailing, run: Run | None = None, status: str | Non
     rows = list(qs.filter(id__gt=max(int(after), 0))[:limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
-    explain_rows(rows)
+    explain_rows(rows, tz=_account_tz(mailing))
     return LogPage(rows=rows, next_after=rows[-1].pk if more and rows else None)
+
+
+def _account_tz(mailing: Mailing) -> str:
+    return mailing.account.timezone or "UTC"  # cached on the mailing after the first read
 
 
 def _when(value: datetime | None, *, date_only: bool = False) -> str:
@@ -269,11 +273,12 @@ _STATUS_REASONS = {Reason.UNSUBSCRIBED: "unsubscribed", Reason.BOUNCED: "bounced
                    Reason.SUSPENDED: "suspended", Reason.BLOCKED: "blocked", Reason.UNCONFIRMED: "unconfirmed"}
 
 
-def explain_rows(rows: Sequence[LedgerEntry], *, clicked_urls: dict[int, str] | None = None) -> None:
+def explain_rows(rows: Sequence[LedgerEntry], *, tz: str | None = None, clicked_urls: dict[int, str] | None = None) -> None:
     """Set `row.explanation` on each row: one sentence saying what happened to it and why
     ("Skipped: unsubscribed on 3 Nov (from a message's link)", "Capped: at most 3 in 7 days per
-    recipient (account policy)", "Sent 12:03, opened 12:10, clicked 'https://…'"). One query for
-    the consent records behind skips by subscription status."""
+    recipient (account policy)", "Sent 12:03, opened 12:10, clicked 'https://…'"), times in `tz`
+    (the account's timezone; default the active one). One query for the consent records behind
+    skips by subscription status."""
     from resources.models import ConsentRecord
 
     status_rows = [r for r in rows if r.status == Status.SKIPPED and r.reason in _STATUS_REASONS]
@@ -286,8 +291,9 @@ def explain_rows(rows: Sequence[LedgerEntry], *, clicked_urls: dict[int, str] | 
                                                  action=ConsentRecord.Action.STATUS)
                     .only("subscription_id", "new_status", "source", "created_at").order_by("created_at", "id")):
             changes[rec.subscription_id].append(rec)
-    for r in rows:
-        r.explanation = _sentence(r, changes.get(r.subscription_id, []), (clicked_urls or {}).get(r.pk, ""))
+    with timezone.override(tz or timezone.get_current_timezone()):
+        for r in rows:
+            r.explanation = _sentence(r, changes.get(r.subscription_id, []), (clicked_urls or {}).get(r.pk, ""))
 
 
 def _sentence(r: LedgerEntry, changes: list[Any], clicked_url: str) -> str:
@@ -353,7 +359,7 @@ def recipient_explain(*, mailing: Mailing, profile_id: int) -> list[Explanation]
         for lid, link_id in clicks:
             first.setdefault(lid, link_id)
         urls = dict(Link.objects.filter(pk__in=set(first.values())).values_list("id", "url"))
-        explain_rows(rows, clicked_urls={lid: urls.get(link, "") for lid, link in first.items()})
+        explain_rows(rows, tz=_account_tz(mailing), clicked_urls={lid: urls.get(link, "") for lid, link in first.items()})
         return [Explanation(r.explanation, r, runs.get(r.run_id)) for r in rows]
     profile = Profile.objects.filter(pk=profile_id, account_id=mailing.account_id, database_id=mailing.database_id).first()
     if profile is None:

@@ -262,3 +262,19 @@ def test_mailing_report_command_prints_figures_and_csv(acme, mailing, logged):
         call_command("mailing_report", str(mailing.pk), "--run", "987654321")
     assert MailingStat.objects.filter(mailing_id=mailing.pk).exists()
     assert Run.objects.filter(mailing=mailing).count() == 1
+
+
+def test_it_tells_times_in_the_accounts_timezone(world, mailing):
+    from datetime import UTC, datetime
+
+    world.account.timezone = "Asia/Tokyo"
+    world.account.save(update_fields=["timezone"])
+    mailing.refresh_from_db()
+    run = make_run(mailing)
+    row = queue_entries(run)[0]
+    sent = datetime(2026, 3, 2, 3, 34, tzinfo=UTC)  # 12:34 in Tokyo
+    LedgerEntry.objects.filter(pk=row.pk).update(status="sent", sent_at=sent)
+    page = recipient_log(mailing=mailing, status="sent")
+    assert page.rows[0].explanation == "Sent 2 Mar 12:34"
+    [line] = recipient_explain(mailing=mailing, profile_id=row.profile_id)
+    assert "12:34" in line.sentence
