@@ -7,11 +7,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export SITE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: run test test-fast test-browser bench lint check-deploy migrate demo venv clean help
+.PHONY: run test test-faults test-fast test-browser bench lint check-deploy migrate demo venv clean help
 
 help:
 	@echo "make run          start the platform (SQLite, no servers needed): web + worker + scheduler"
 	@echo "make test         run the whole test suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)"
+	@echo "make test-faults  only the fault-injection tests (real workers; part of make test; a few minutes)"
 	@echo "make test-browser only the end-to-end browser tests (Chromium)"
 	@echo "make bench        run every benchmark at a small size (needs DATABASE_URL and REDIS_URL)"
 	@echo "make lint         ruff + migrations check"
@@ -46,8 +47,16 @@ run: demo
 	@echo ""
 	@HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile.dev
 
+# The fault tests (tests/faults, RELIABILITY.md F1-F12 and F16) start real worker processes and
+# take a few minutes: a plain pytest leaves them out (tests/faults/conftest.py); `make test` runs
+# them as its second step and fails if either step failed.
 test: venv
-	$(BIN)/python -m pytest
+	@rc=0; $(BIN)/python -m pytest || rc=$$?; \
+	$(MAKE) --no-print-directory test-faults || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
+	exit $$rc
+
+test-faults: venv
+	$(BIN)/python -m pytest -m faults tests/faults
 
 test-browser: venv
 	$(BIN)/python -m pytest -m browser

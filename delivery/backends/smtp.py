@@ -64,6 +64,16 @@ def _text(code: int, reply: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+_SAFE_ADDRESS = re.compile(r"[^\x00-\x20<>\x7f-\U0010ffff]+@[^\x00-\x20<>\x7f-\U0010ffff]+")
+
+
+def _pipelinable(conn: smtplib.SMTP, message: OutboundMessage) -> bool:
+    """The server offers PIPELINING and both addresses are plain ASCII without spaces, brackets or
+    line breaks (anything else takes smtplib's own quoting, command by command)."""
+    return (conn.has_extn("pipelining") and _SAFE_ADDRESS.fullmatch(message.envelope_from or "") is not None
+            and _SAFE_ADDRESS.fullmatch(message.to) is not None)
+
+
 class _Dropped(Exception):
     """The connection went away; `sent`: after the message data was handed over."""
 
@@ -221,18 +231,30 @@ class SmtpBackend(BaseBackend):
 
     def _transaction(self, conn: smtplib.SMTP, message: OutboundMessage) -> SendResult:
         """One MAIL/RCPT/DATA. Returns the result for a reply; raises _Dropped when the
-        connection goes away."""
+        connection goes away. With a server that offers PIPELINING (RFC 2920) the three commands
+        go in one write and their replies are read together: two round trips a message instead
+        of four, which is most of what SMTP costs on a fast relay."""
         sent = False
         try:
-            code, reply = conn.mail(message.envelope_from)
-            if code != 250:
-                return self._refused(conn, message, code, reply)
-            code, reply = conn.rcpt(message.to)
-            if code not in (250, 251):
-                return self._refused(conn, message, code, reply)
-            code, reply = conn.docmd("DATA")
-            if code != 354:
-                return self._refused(conn, message, code, reply)
+            if _pipelinable(conn, message):
+                conn.send(f"MAIL FROM:<{message.envelope_from}>\r\nRCPT TO:<{message.to}>\r\nDATA\r\n".encode("ascii"))
+                replies = [conn.getreply() for _ in range(3)]
+                (mail_code, _), (rcpt_code, _), (code, reply) = replies
+                if mail_code != 250 or rcpt_code not in (250, 251) or code != 354:
+                    if code == 354:  # a server that took DATA without a recipient: do not send, start over
+                        raise _Dropped("the server accepted DATA after refusing the envelope", sent=False)
+                    bad_code, bad_reply = next(r for r in replies if r[0] not in (250, 251))
+                    return self._refused(conn, message, bad_code, bad_reply)
+            else:
+                code, reply = conn.mail(message.envelope_from)
+                if code != 250:
+                    return self._refused(conn, message, code, reply)
+                code, reply = conn.rcpt(message.to)
+                if code not in (250, 251):
+                    return self._refused(conn, message, code, reply)
+                code, reply = conn.docmd("DATA")
+                if code != 354:
+                    return self._refused(conn, message, code, reply)
             data = message.raw
             if data[:1] == b"." or b"\n." in data:
                 data = _LEADING_DOT.sub(b"..", data)

@@ -35,6 +35,7 @@ class Relay:
     data_replies: dict[str, str] = field(default_factory=dict)
     drop_after_data: set[str] = field(default_factory=set)
     drop_next_mail: bool = False
+    pipelining: bool = False  # advertise RFC 2920 PIPELINING (aiosmtpd reads pipelined commands in order)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -48,6 +49,8 @@ class Handler:
                 session.counted = True
                 self.relay.connections += 1
         session.host_name = hostname
+        if self.relay.pipelining:
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -107,8 +110,8 @@ def self_signed(tmp_path) -> ssl.SSLContext:
 def serve():
     controllers = []
 
-    def start(**kwargs) -> Relay:
-        relay = Relay(port=free_port())
+    def start(*, pipelining: bool = False, **kwargs) -> Relay:
+        relay = Relay(port=free_port(), pipelining=pipelining)
         controller = Controller(Handler(relay), hostname=relay.host, port=relay.port, **kwargs)
         controller.start()
         controllers.append(controller)
@@ -119,9 +122,10 @@ def serve():
         controller.stop()
 
 
-@pytest.fixture
-def relay(serve) -> Relay:
-    return serve()
+@pytest.fixture(params=["one command at a time", "pipelining"])
+def relay(serve, request) -> Relay:
+    """Every behaviour holds whether the server offers PIPELINING (MAIL, RCPT and DATA in one write)."""
+    return serve(pipelining=request.param == "pipelining")
 
 
 def message(to: str, ref: str) -> OutboundMessage:
@@ -258,3 +262,18 @@ def test_the_rate_is_kept_for_the_dispatch_and_not_waited_for(relay):
 def test_an_unknown_tls_mode_is_refused():
     with pytest.raises(DeliveryError, match="Unknown TLS mode"):
         SmtpBackend(host="h", tls="ssl3")
+
+
+def test_it_pipelines_the_envelope_only_when_the_server_offers_it_and_the_addresses_are_plain(serve):
+    from delivery.backends.smtp import _pipelinable
+
+    for offered in (False, True):
+        relay = serve(pipelining=offered)
+        with backend(relay) as b:
+            [result] = b.send_many([message("anna@example.com", "L1")])
+            assert result.ok
+            assert _pipelinable(b.conn, message("anna@example.com", "L2")) is offered
+            ok = message("anna@example.com", "L3")
+            for bad in ("anna maria@example.com", "anna@example.com>\r\nRCPT TO:<x@y.z", "änna@example.com"):
+                raw = OutboundMessage(channel="email", to=bad, ref="L4", raw=ok.raw, envelope_from=ok.envelope_from)
+                assert not _pipelinable(b.conn, raw)  # smtplib's own quoting, command by command

@@ -182,23 +182,25 @@ def outcomes_write(*, run: Run, mailing: Mailing, outcomes: Sequence[Outcome], n
         return Written()
     pg = connection.vendor == "postgresql"
     adapt = connection.ops.adapt_datetimefield_value
-    first = ("(%s::bigint, %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::timestamptz, %s::timestamptz, "
-             "%s::int)") if pg else "(%s, %s, %s, %s, %s, %s, %s, %s)"
-    rest = "(%s, %s, %s, %s, %s, %s, %s, %s)"
     sent_at = adapt(now)
-    values, params = [], []
-    for i, o in enumerate(outcomes):
-        values.append(first if i == 0 else rest)
-        params.extend((o.id, o.status, o.reason, o.detail[:1000], o.message_id[:255],
-                       sent_at if o.status == Status.SENT else None, adapt(o.not_before) if o.not_before else None,
-                       o.undo))
+    rows = [(o.id, o.status, o.reason, o.detail[:1000], o.message_id[:255], sent_at if o.status == Status.SENT else None,
+             adapt(o.not_before) if o.not_before else None, o.undo) for o in outcomes]
+    if pg:
+        # One array per column (unnest): eight parameters whatever the chunk size, so neither psycopg
+        # nor PostgreSQL parses hundreds of placeholders.
+        source = ("SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], "
+                  "%s::timestamptz[], %s::timestamptz[], %s::int[])")
+        params: list[Any] = [list(col) for col in zip(*rows, strict=True)]
+    else:
+        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        params = [value for row in rows for value in row]
     t = "mailings_ledgerentry"
     # The ids again as a plain filter: the planner then reads them by primary key instead of
     # joining the VALUES list against a scan of the ledger.
     only, only_params = id_filter(f"{t}.id", [o.id for o in outcomes])
     mine, mine_params = id_filter(f"{t}.lease_until", [adapt(x) for x in leases]) if leases else ("1 = 1", [])
     sql = (
-        f"WITH {_V_COLS} AS (VALUES {', '.join(values)}) "  # noqa: S608 (placeholders only)
+        f"WITH {_V_COLS} AS ({source}) "  # noqa: S608 (placeholders only)
         f"UPDATE {t} SET status = v.status, reason = v.reason, detail = v.detail, "
         f"message_id = CASE WHEN v.message_id = '' THEN {t}.message_id ELSE v.message_id END, "
         f"sent_at = v.sent_at, not_before = v.not_before, attempts = {t}.attempts - v.undo, lease_until = NULL, "

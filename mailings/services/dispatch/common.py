@@ -97,7 +97,14 @@ def claim(run_id: int, ids: Sequence[int], now: datetime, lease: datetime | None
     claim_lease()); the lease's exact value is the batch's token: `stamp` and `release` touch
     only rows that still carry it. Returns the claimed ids."""
     adapt = connection.ops.adapt_datetimefield_value
+    if not ids:
+        return []
     where, params = id_filter("id", ids)
+    # The batch's id range as well as its ids: the (run, status, id) index then reads just the
+    # batch's slice of the run's queued rows; with the id list alone it read every queued row of
+    # the run for each batch (measured: quadratic in the run's size).
+    where += " AND id BETWEEN %s AND %s"
+    params += [min(ids), max(ids)]
     live = "('sending', 'scheduled')"
     if connection.vendor == "postgresql":
         target = (f"id IN (SELECT id FROM mailings_ledgerentry WHERE {where} AND run_id = %s AND status = 'queued' "  # noqa: S608 (constants and placeholders only)
