@@ -12,8 +12,9 @@ the ingest service (`history.services.ingest.events_ingest`, what the HTTP batch
 event a call, as a shop's webhook would) at BENCH_TRIGGER_RATE a second (default 20) for up to
 BENCH_TRIGGER_SECONDS (default 30) or until the broadcast ends, each for a different profile.
 BENCH_TRIGGER_WORKERS (default 2: the Procfile's trigger worker runs 4 processes, and one is held
-by the history drain for up to its 10 s budget while events keep coming) trigger-queue workers; BENCH_TRIGGER_BULK_NICE (default
-0) runs the bulk workers at that nice level (a deployment choice: broadcasts yield the CPU).
+by the history drain for up to its 10 s budget while events keep coming) trigger-queue workers;
+BENCH_TRIGGER_BULK_NICE (default 10, as the Procfile and docker-compose.yml run them) is the bulk
+workers' nice level: broadcasts yield the CPU to triggers.
 Latency = arrival at the server - the moment before the ingest call. `project_s` is the p95
 latency, `rate` the triggered messages a second received in the window.
 """
@@ -150,7 +151,7 @@ def run(size: int) -> Result:
         trig = trigger_mailing(seeded, stamping.port)
         n = int(rate * seconds) + 1
         targets = list(Profile.objects.filter(account=seeded.account).order_by("-id").values_list("id", "email")[:n])
-        bulk_nice = int(os.environ.get("BENCH_TRIGGER_BULK_NICE") or 0)
+        bulk_nice = int(os.environ.get("BENCH_TRIGGER_BULK_NICE") or 10)
         for i in range(worker_count()):
             workers.start(f"bulk{i + 1}", "bulk", nice=bulk_nice)
         for i in range(int(os.environ.get("BENCH_TRIGGER_WORKERS") or 2)):
