@@ -84,6 +84,24 @@ def test_it_refuses_another_accounts_objects(world, other_world):
         assert field in exc.value.errors
 
 
+def test_it_refuses_a_provider_of_another_account_or_channel_and_a_sender_off_email(world, other_world):
+    from delivery.models import ProviderAccount
+
+    theirs = ProviderAccount.objects.create(account=other_world.account, channel="email", kind="locmem", name="Theirs",
+                                            secrets={})
+    sms = ProviderAccount.objects.create(account=world.account, channel="sms", kind="locmem", name="SMS gateway",
+                                         secrets={})
+    for overrides, field, message in (
+        ({"provider": theirs.pk}, "provider", "choose one of this account's provider accounts"),
+        ({"provider": sms.pk}, "provider", "SMS gateway sends SMS, not email"),
+        ({"channel": "sms", "sender": world.sender.pk}, "sender", "only e-mail has a sender"),
+        ({"template": "nonsense"}, "template", "choose one of this account's templates"),
+    ):
+        with pytest.raises(MailingError) as exc:
+            mailing_create(account=world.account, actor=world.actor, values=values(world, **overrides))
+        assert exc.value.errors[field] == message
+
+
 def test_it_accepts_a_trigger_on_a_system_event(world):
     mailing = mailing_create(account=world.account, actor=world.actor, values=values(
         world, kind="trigger", schedule={"mode": "now"},

@@ -41,6 +41,18 @@ def _bool(errors: dict[str, str], name: str, value: Any) -> bool:
     return False
 
 
+def _account_row(model: Any, account: Account, value: Any, field: str, what: str, errors: dict[str, str]) -> Any:
+    """The account's `model` row that `value` (an id, a row or empty) names; None when empty or
+    when it names none (then errors[field] says so)."""
+    pk = _id_of(value)
+    if pk is None:
+        return None
+    row = model.objects.for_account(account).filter(pk=pk).first()
+    if row is None:
+        errors[field] = f"choose one of this account's {what}"
+    return row
+
+
 def _id_of(value: Any) -> int | None:
     if value is None or value == "":
         return None
@@ -181,31 +193,15 @@ def clean_values(account: Account, values: dict[str, Any], *, mailing: Mailing |
     if resource is not None and channel in Channel.values and channel not in resource.channels:
         errors["channel"] = f"{resource.name} has no {Channel(channel).label} channel"
 
-    if "sender" in values:
-        sender_id = _id_of(values["sender"])
-        out["sender"] = None
-        if sender_id is not None:
-            out["sender"] = Sender.objects.for_account(account).filter(pk=sender_id).first()
-            if out["sender"] is None:
-                errors["sender"] = "choose one of this account's senders"
-            elif channel != Channel.EMAIL:
-                errors["sender"] = "only e-mail has a sender"
-    if "provider" in values:
-        provider_id = _id_of(values["provider"])
-        out["provider"] = None
-        if provider_id is not None:
-            out["provider"] = ProviderAccount.objects.for_account(account).filter(pk=provider_id).first()
-            if out["provider"] is None:
-                errors["provider"] = "choose one of this account's provider accounts"
-            elif out["provider"].channel != channel:
-                errors["provider"] = f"{out['provider'].name} sends {out['provider'].get_channel_display()}, not {channel}"
-    if "template" in values:
-        template_id = _id_of(values["template"])
-        out["template"] = None
-        if template_id is not None:
-            out["template"] = Template.objects.for_account(account).filter(pk=template_id).first()
-            if out["template"] is None:
-                errors["template"] = "choose one of this account's templates"
+    for field, model, what in (("sender", Sender, "senders"), ("provider", ProviderAccount, "provider accounts"),
+                               ("template", Template, "templates")):
+        if field in values:
+            out[field] = _account_row(model, account, values[field], field, what, errors)
+    if out.get("sender") is not None and channel != Channel.EMAIL:
+        errors["sender"] = "only e-mail has a sender"
+    provider = out.get("provider")
+    if provider is not None and provider.channel != channel:
+        errors["provider"] = f"{provider.name} sends {provider.get_channel_display()}, not {channel}"
 
     if "audience" in values:
         if values["audience"] not in Mailing.Audience.values:
