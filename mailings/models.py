@@ -137,6 +137,11 @@ class Mailing(models.Model):
     def is_live(self) -> bool:
         return self.state in self.LIVE_STATES
 
+    @property
+    def is_confirmation(self) -> bool:
+        """A double opt-in confirmation: the one mailing that may go to unconfirmed subscriptions."""
+        return self.kind == self.Kind.TRIGGER and (self.trigger or {}).get("on") == "confirmation"
+
 
 class Run(models.Model):
     class State(models.TextChoices):

@@ -15,5 +15,10 @@ class MailingError(ValidationError):
         self.errors = dict(errors)
         super().__init__({k: [v] for k, v in self.errors.items()})
 
+    @property
+    def text(self) -> str:
+        """The refusal in one line for a message or a form's error: the messages, without field names."""
+        return "; ".join(self.errors.values())
+
     def __str__(self) -> str:
         return "; ".join(m if f == "__all__" else f"{f}: {m}" for f, m in self.errors.items())

@@ -78,8 +78,20 @@ def audience_sql(mailing: Mailing, *, now: datetime) -> tuple[str, list[Any]] | 
     return member_ids_sql(audience(database=mailing.database, include=include, exclude=exclude, now=now))
 
 
-def _is_confirmation(mailing: Mailing) -> bool:
-    return mailing.kind == Mailing.Kind.TRIGGER and (mailing.trigger or {}).get("on") == "confirmation"
+def suppressed_sql(channel: str, account_id: int, *, alias: str = "s") -> tuple[str, list[Any]]:
+    """SQL that is true when one of the account's suppressions covers the subscription's (alias
+    `alias`) address: the address itself or its e-mail domain, or the phone number; never for push
+    and Telegram. With its params. The planner's skip reason and the claim-time re-check share it,
+    so both apply the same rule."""
+    s = alias
+    supp = "SELECT z.value FROM resources_suppression z WHERE z.account_id = %s AND z.kind = %s"
+    if channel == "email":
+        domain = (f"lower(split_part({s}.address, '@', -1))" if connection.vendor == "postgresql"
+                  else f"lower(substr({s}.address, instr({s}.address, '@') + 1))")
+        return f"({s}.address IN ({supp}) OR {domain} IN ({supp}))", [account_id, "email", account_id, "domain"]
+    if channel == "sms":
+        return f"({s}.address IN ({supp}))", [account_id, "phone"]
+    return "(1 = 0)", []
 
 
 def skip_reason_sql(mailing: Mailing, *, run_id: int | None, now: datetime, alias: str = "s") -> tuple[str, list[Any], str]:
@@ -89,19 +101,14 @@ def skip_reason_sql(mailing: Mailing, *, run_id: int | None, now: datetime, alia
     s = alias
     whens: list[str] = []
     params: list[Any] = []
-    if _is_confirmation(mailing):
+    if mailing.is_confirmation:
         whens.append(f"WHEN {s}.status NOT IN ('subscribed', 'unconfirmed') THEN {s}.status")
     else:
         whens.append(f"WHEN {s}.status <> 'subscribed' THEN {s}.status")
-    supp = "SELECT z.value FROM resources_suppression z WHERE z.account_id = %s AND z.kind = %s"
-    if mailing.channel == "email":
-        domain = (f"lower(split_part({s}.address, '@', -1))" if connection.vendor == "postgresql"
-                  else f"lower(substr({s}.address, instr({s}.address, '@') + 1))")
-        whens.append(f"WHEN {s}.address IN ({supp}) OR {domain} IN ({supp}) THEN 'suppressed'")
-        params += [mailing.account_id, "email", mailing.account_id, "domain"]
-    elif mailing.channel == "sms":
-        whens.append(f"WHEN {s}.address IN ({supp}) THEN 'suppressed'")
-        params += [mailing.account_id, "phone"]
+    if mailing.channel in ("email", "sms"):
+        suppressed, supp_params = suppressed_sql(mailing.channel, mailing.account_id, alias=s)
+        whens.append(f"WHEN {suppressed} THEN 'suppressed'")
+        params += supp_params
     categories = [str(c) for c in (mailing.categories or [])]
     if categories:
         if connection.vendor == "postgresql":

@@ -26,6 +26,7 @@ from django.db import connection, transaction
 
 from delivery.backends.base import OutboundMessage
 from mailings.models import LedgerEntry, Mailing, Run
+from mailings.services.planning import suppressed_sql
 from mailings.services.stats import StatKey, stats_add
 
 Status = LedgerEntry.Status
@@ -71,26 +72,13 @@ class Row:
         return f"L{self.id}"
 
 
-def _domain_sql() -> str:
-    if connection.vendor == "postgresql":
-        return "split_part(s.address, '@', 2)"
-    return "substr(s.address, instr(s.address, '@') + 1)"
-
-
 def load_rows(*, account_id: int, channel: str, ids: Sequence[int]) -> list[Row]:
     """The claimed rows (status sending) with their subscription, profile and whether an account
     suppression (address, e-mail domain, phone) covers the address: ONE query."""
     if not ids:
         return []
     where, params = id_filter("l.id", ids)
-    if channel == "email":
-        suppressed = ("EXISTS (SELECT 1 FROM resources_suppression x WHERE x.account_id = %s AND ("  # noqa: S608 (constants and placeholders only)
-                      "(x.kind = 'email' AND x.value = s.address) OR "
-                      f"(x.kind = 'domain' AND x.value = {_domain_sql()})))")
-    elif channel == "sms":
-        suppressed = "EXISTS (SELECT 1 FROM resources_suppression x WHERE x.account_id = %s AND x.kind = 'phone' AND x.value = s.address)"
-    else:
-        suppressed = "(%s IS NULL)"  # nothing suppresses push or Telegram addresses
+    suppressed, supp_params = suppressed_sql(channel, account_id, alias="s")
     sql = (
         "SELECT l.id, l.attempts, l.address, l.data, l.message_id, s.id, s.address, s.status, s.opted_out, s.meta, "  # noqa: S608 (constants and placeholders only)
         "p.id, p.email, p.phone, p.first_name, p.last_name, p.birthday, p.gender, p.timezone, p.data, "
@@ -101,7 +89,7 @@ def load_rows(*, account_id: int, channel: str, ids: Sequence[int]) -> list[Row]
         f"WHERE {where} AND l.status = 'sending' ORDER BY l.id"
     )
     with connection.cursor() as cur:
-        cur.execute(sql, [account_id, *params])
+        cur.execute(sql, [*supp_params, *params])
         fetched = cur.fetchall()
     rows: list[Row] = []
     for (lid, attempts, laddr, ldata, mid, sid, saddr, sstatus, opted, meta,
@@ -118,17 +106,13 @@ def load_rows(*, account_id: int, channel: str, ids: Sequence[int]) -> list[Row]
     return rows
 
 
-def is_confirmation(mailing: Mailing) -> bool:
-    return mailing.kind == Mailing.Kind.TRIGGER and (mailing.trigger or {}).get("on") == "confirmation"
-
-
 def skip_reason(row: Row, mailing: Mailing) -> str:
     """Why this row may not be sent now ("" when it may): consent as it stands at claim time."""
     if row.profile is None:
         return Reason.ERASED
     if row.subscription_id is None:
         return Reason.GONE
-    if row.sub_status != "subscribed" and not (row.sub_status == "unconfirmed" and is_confirmation(mailing)):
+    if row.sub_status != "subscribed" and not (row.sub_status == "unconfirmed" and mailing.is_confirmation):
         return STATUS_REASONS.get(row.sub_status, Reason.BLOCKED)
     if row.suppressed:
         return Reason.SUPPRESSED
@@ -292,7 +276,7 @@ class Builder:
         self.account = account_dict(mailing.account)
         self.resource = resource_dict(mailing.resource)
         self.category_keys = [c.get("key") for c in (mailing.resource.categories or []) if isinstance(c, dict)]
-        self.confirmation = is_confirmation(mailing)
+        self.confirmation = mailing.is_confirmation
         self.marketing = not mailing.transactional
         self.sent_at = int(time.time())
         self.render_s = 0.0

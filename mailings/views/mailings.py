@@ -139,7 +139,7 @@ def _transition(request: HttpRequest, pk: int, change: Callable[..., Any], done:
     try:
         change(mailing=mailing, actor=Actor.from_request(request))
     except MailingError as exc:
-        problems = "; ".join(exc.errors.values())
+        problems = exc.text
         messages.error(request, f"{mailing.name}: {problems}")
     else:
         messages.success(request, done.format(name=mailing.name))
@@ -153,7 +153,7 @@ def mailing_launch(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         mailing = lifecycle.mailing_launch(mailing=mailing, actor=Actor.from_request(request))
     except MailingError as exc:
-        messages.error(request, "It cannot be launched yet: " + "; ".join(exc.errors.values()))
+        messages.error(request, "It cannot be launched yet: " + exc.text)
         return redirect("mailings:edit", mailing.pk, "review")
     if mailing.state == Mailing.State.SCHEDULED:
         messages.success(request, f"{mailing.name} is scheduled.")
@@ -193,7 +193,7 @@ def mailing_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         copy = lifecycle.mailing_duplicate(mailing=mailing, actor=Actor.from_request(request))
     except MailingError as exc:
-        messages.error(request, f"{mailing.name} cannot be copied: " + "; ".join(exc.errors.values()))
+        messages.error(request, f"{mailing.name} cannot be copied: " + exc.text)
         return redirect(mailing)
     messages.success(request, f"{copy.name} is a draft copy of {mailing.name}: change what you need, then launch it.")
     return redirect("mailings:edit", copy.pk, "basics")
@@ -209,7 +209,7 @@ def mailing_delete(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             lifecycle.mailing_delete(mailing=mailing, actor=Actor.from_request(request))
         except MailingError as exc:
-            form.add_error(None, "; ".join(exc.errors.values()))
+            form.add_error(None, exc.text)
         else:
             messages.success(request, f"{name} is deleted.")
             return redirect("mailings:list")

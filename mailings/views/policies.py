@@ -91,7 +91,7 @@ def policy_clear(request: HttpRequest) -> HttpResponse:
     try:
         lifecycle.cap_clear(account=request.account, actor=Actor.from_request(request), resource=resource)
     except MailingError as exc:
-        messages.error(request, "; ".join(exc.errors.values()))
+        messages.error(request, exc.text)
     else:
         where = resource.name if resource else request.account.name
         messages.success(request, f"{where} has no sending policy of its own now.")

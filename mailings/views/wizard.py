@@ -110,7 +110,7 @@ def _preview(mailing: Mailing) -> dict[str, Any]:
     try:
         return {"preview": planning.audience_preview(mailing=mailing), "problem": ""}
     except MailingError as exc:
-        return {"preview": None, "problem": "; ".join(exc.errors.values())}
+        return {"preview": None, "problem": exc.text}
 
 
 def _step_extras(request: HttpRequest, mailing: Mailing, step: str) -> dict[str, Any]:
@@ -237,13 +237,13 @@ def audience_preview(request: HttpRequest, pk: int) -> HttpResponse:
                 mailing = lifecycle.mailing_update(mailing=mailing, actor=Actor.from_request(request),
                                                    values=form.values())
             except MailingError as exc:
-                problem = "; ".join(exc.errors.values())
+                problem = exc.text
     preview = None
     if not problem or mailing.state != Mailing.State.DRAFT:
         try:
             preview = planning.audience_preview(mailing=mailing)
         except MailingError as exc:
-            problem = "; ".join(exc.errors.values())
+            problem = exc.text
     return render(request, "mailings/_audience_preview.html",
                   {"mailing": mailing, "preview": preview, "problem": problem})
 

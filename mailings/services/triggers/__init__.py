@@ -137,7 +137,6 @@ def interesting_types() -> frozenset[str]:
     return types
 
 
-
 # --- events --------------------------------------------------------------------------------------
 
 
@@ -228,7 +227,7 @@ def trigger_firable(mailing: Mailing) -> None:
     if mailing.kind != Mailing.Kind.TRIGGER:
         raise MailingError({"mailing": f"“{mailing.name}” is a {mailing.get_kind_display().lower()} mailing, "
                                        "not a trigger mailing"})
-    if (mailing.trigger or {}).get("on") == ON_CONFIRMATION:
+    if mailing.is_confirmation:
         raise MailingError({"mailing": "a confirmation mailing is sent by the double opt-in itself"})
     if mailing.state != Mailing.State.SENDING:
         raise MailingError({"mailing": f"“{mailing.name}” is {mailing.get_state_display().lower()}: launch "
