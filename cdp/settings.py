@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "content",
     "delivery",
     "mailings",
+    "scenarios",
 ]
 
 MIDDLEWARE = [
