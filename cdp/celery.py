@@ -21,8 +21,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 
 app = Celery("cdp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name, routing_key=name) for name in ("trigger", "default", "bulk")]
+app.conf.task_queues = [Queue(name, routing_key=name) for name in ("trigger", "scenarios", "default", "bulk")]
 app.conf.task_routes = {
+    # The scenario engine has its own queue: 100k profiles moving through a flow never delay a
+    # trigger mailing, and a broadcast never delays a scenario step.
+    "scenarios.tasks.*": {"queue": "scenarios"},
     "accounts.tasks.invitation_send_task": {"queue": "trigger"},
     "accounts.tasks.password_reset_send_task": {"queue": "trigger"},
     "*.tasks.*_bulk_task": {"queue": "bulk"},
@@ -41,5 +44,7 @@ app.conf.beat_schedule = {
     "segments-tick": {"task": "segments.tasks.segments_tick_task", "schedule": timedelta(minutes=1)},
     "mailings-tick": {"task": "mailings.tasks.mailings_tick_task", "schedule": timedelta(seconds=5)},
     "mailings-housekeeping": {"task": "mailings.tasks.housekeeping_task", "schedule": timedelta(minutes=10)},
+    "scenarios-tick": {"task": "scenarios.tasks.scenarios_tick_task", "schedule": timedelta(seconds=2)},
+    "scenarios-housekeeping": {"task": "scenarios.tasks.housekeeping_task", "schedule": timedelta(minutes=10)},
 }
 app.autodiscover_tasks()

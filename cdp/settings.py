@@ -167,7 +167,7 @@ CELERY_TASK_ACKS_LATE = True  # a task lost with its worker is redelivered; task
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES_NAMES = ("trigger", "default", "bulk")
+CELERY_TASK_QUEUES_NAMES = ("trigger", "scenarios", "default", "bulk")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

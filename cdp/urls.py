@@ -23,6 +23,7 @@ urlpatterns = [
     path("", include("content.urls")),
     path("", include("delivery.urls")),
     path("", include("mailings.urls")),
+    path("", include("scenarios.urls")),
     path("p/", include("resources.urls_public")),
     path("t/", include("history.urls_tracking")),
 ]

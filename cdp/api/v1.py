@@ -32,6 +32,7 @@ def _register_routers() -> None:
     from mailings.api import router as mailings_router
     from profiles.api import router as profiles_router
     from resources.api import router as resources_router
+    from scenarios.api import router as scenarios_router
     from segments.api import router as segments_router
 
     api.add_router("/", accounts_router)
@@ -42,6 +43,7 @@ def _register_routers() -> None:
     api.add_router("/", content_router)
     api.add_router("/", delivery_router)
     api.add_router("/", mailings_router)
+    api.add_router("/", scenarios_router)
 
 
 _register_routers()
