@@ -11,6 +11,7 @@ put back on the form by `add_service_errors`, next to the field it names.
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import datetime, time
 from typing import Any
 
@@ -28,9 +29,11 @@ from resources.models import Channel, Resource
 from segments.models import Segment
 
 WEEKDAYS = [(0, "Mon"), (1, "Tue"), (2, "Wed"), (3, "Thu"), (4, "Fri"), (5, "Sat"), (6, "Sun")]
-FILTER_OPS = [("eq", "is"), ("ne", "is not"), ("contains", "contains"), ("gt", ">"), ("gte", "≥"), ("lt", "<"),
-              ("lte", "≤"), ("exists", "is set")]
-FILTER_ROWS = 3
+FILTER_OPS = [("eq", "is"), ("ne", "is not"), ("in", "is one of"), ("contains", "contains"), ("gt", ">"),
+              ("gte", "≥"), ("lt", "<"), ("lte", "≤"), ("exists", "is set")]
+# Filter rows shown: the ones in use and two empty ones (at least three, at most ten), so a
+# trigger can carry as many filters as validation allows without JavaScript.
+FILTER_ROWS_MIN, FILTER_ROWS_MAX = 3, 10
 DELAY_UNITS = [("0", "no delay"), ("60", "minutes"), ("3600", "hours"), ("86400", "days")]
 
 # Which wizard step a field of the services' errors (or of mailing_problems) belongs to.
@@ -295,7 +298,8 @@ class WhenForm(_Step):
         types = EventType.objects.visible_to(self.account).filter(enabled=True).order_by("name")
         self.fields["event"].choices = [("", "Choose an event type…")] + [
             (t.name, f"{t.label} ({t.name})" if t.label and t.label != t.name else t.name) for t in types]
-        for n in range(FILTER_ROWS):
+        self.filter_count = self._filter_count()
+        for n in range(self.filter_count):
             self.fields[f"f{n}_property"] = forms.CharField(required=False, max_length=100, label="Property",
                                                             widget=forms.TextInput(attrs={"class": "form-control",
                                                                                           "placeholder": "property"}))
@@ -309,9 +313,18 @@ class WhenForm(_Step):
     def kind(self) -> str:
         return self.mailing.kind if self.mailing is not None else Mailing.Kind.BROADCAST
 
+    def _filter_count(self) -> int:
+        """Rows for the filters in use (submitted, or saved on the mailing) and two more."""
+        if self.is_bound:
+            used = 1 + max((int(m.group(1)) for k, v in self.data.items()
+                            if (m := re.fullmatch(r"f(\d+)_property", k)) and str(v).strip()), default=-1)
+        else:
+            used = len(((self.mailing.trigger or {}) if self.mailing is not None else {}).get("filters") or [])
+        return min(FILTER_ROWS_MAX, max(FILTER_ROWS_MIN, used + 2))
+
     @property
     def filter_rows(self) -> list[tuple[forms.BoundField, forms.BoundField, forms.BoundField]]:
-        return [(self[f"f{n}_property"], self[f"f{n}_op"], self[f"f{n}_value"]) for n in range(FILTER_ROWS)]
+        return [(self[f"f{n}_property"], self[f"f{n}_op"], self[f"f{n}_value"]) for n in range(self.filter_count)]
 
     def initial_for(self, mailing: Mailing) -> dict[str, Any]:
         tz = mailing.account.tzinfo
@@ -342,9 +355,11 @@ class WhenForm(_Step):
             seconds = int(t.get("delay_seconds") or 0)
             unit = next((u for u in (86400, 3600, 60) if seconds and seconds % u == 0), 60)
             out["delay"], out["delay_unit"] = seconds // unit, str(unit)
-            for n, f in enumerate((t.get("filters") or [])[:FILTER_ROWS]):
+            for n, f in enumerate((t.get("filters") or [])[:FILTER_ROWS_MAX]):
                 out[f"f{n}_property"], out[f"f{n}_op"] = f.get("property", ""), f.get("op", "eq")
-                out[f"f{n}_value"] = "" if f.get("value") is None else str(f.get("value"))
+                value = f.get("value")
+                out[f"f{n}_value"] = (", ".join(_shown(v) for v in value) if isinstance(value, list)
+                                      else "" if value is None else _shown(value))
         w = mailing.send_window
         if w:
             out.update(window=True, window_days=w.get("days", []), window_start=w.get("start"),
@@ -377,10 +392,12 @@ class WhenForm(_Step):
         else:
             if (d.get("on") or "event") == "event":
                 need("event", "Choose the event type.")
-            for n in range(FILTER_ROWS):
+            for n in range(self.filter_count):
                 prop, value = (d.get(f"f{n}_property") or "").strip(), (d.get(f"f{n}_value") or "").strip()
                 if value and not prop:
                     self.add_error(f"f{n}_property", "Name the property this value is compared with.")
+                elif prop and d.get(f"f{n}_op") == "in" and not _listed(value):
+                    self.add_error(f"f{n}_value", "Give the values it may be, separated by commas.")
         if d.get("window"):
             need("window_days", "Tick at least one day.")
             need("window_start", "Give the time the window opens.")
@@ -427,8 +444,8 @@ class WhenForm(_Step):
                 trigger["event"] = d["event"]
                 trigger["filters"] = [
                     {"property": d[f"f{n}_property"].strip(), "op": d.get(f"f{n}_op") or "eq",
-                     "value": _typed(d.get(f"f{n}_value") or "")}
-                    for n in range(FILTER_ROWS) if (d.get(f"f{n}_property") or "").strip()]
+                     "value": _filter_value(d.get(f"f{n}_op") or "eq", d.get(f"f{n}_value") or "")}
+                    for n in range(self.filter_count) if (d.get(f"f{n}_property") or "").strip()]
             if on in ("event", "subscription"):
                 trigger["delay_seconds"] = int(d.get("delay") or 0) * int(d.get("delay_unit") or 60)
             out["trigger"] = trigger
@@ -442,6 +459,26 @@ class WhenForm(_Step):
 
 def _hhmm(t: time | str) -> str:
     return t if isinstance(t, str) else t.strftime("%H:%M")
+
+
+def _filter_value(op: str, raw: str) -> Any:
+    """What a filter row stores: a list for "is one of"; for "is set", true (false: "is not set"
+    when typed so; an empty value would otherwise read as not set); else the typed value."""
+    if op == "in":
+        return [_typed(v) for v in _listed(raw)]
+    if op == "exists":
+        return _typed(raw) is not False
+    return _typed(raw)
+
+
+def _listed(raw: str) -> list[str]:
+    """The values of an "is one of" filter: comma-separated, blanks dropped."""
+    return [v.strip() for v in raw.split(",") if v.strip()]
+
+
+def _shown(value: Any) -> str:
+    """A stored filter value as the form shows it (true/false as typed)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _typed(raw: str) -> Any:

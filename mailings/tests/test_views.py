@@ -165,6 +165,36 @@ def test_it_writes_a_weekly_schedule_as_cron_and_reads_it_back(login, alice, wor
     assert "Every Mon, Fri at 07:15" in client.get(_url("detail", mailing.pk)).content.decode()
 
 
+def test_it_saves_more_than_three_trigger_filters_and_a_list_of_values(login, alice, world):
+    mailing = make_mailing(world, kind=Mailing.Kind.TRIGGER, trigger={"on": "event", "event": "order.placed"})
+    client = login(alice)
+    rows = {"f0": ("total", "gte", "50"), "f1": ("currency", "in", "EUR, USD ,, GBP"), "f2": ("paid", "eq", "true"),
+            "f3": ("coupon", "exists", ""), "f4": ("channel", "ne", "pos")}
+    data = {"on": "event", "event": "order.placed", "delay": "0", "delay_unit": "60"}
+    for key, (prop, op, value) in rows.items():
+        data.update({f"{key}_property": prop, f"{key}_op": op, f"{key}_value": value})
+    response = client.post(_url("edit", mailing.pk, "when"), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    mailing.refresh_from_db()
+    assert mailing.trigger["filters"] == [
+        {"property": "total", "op": "gte", "value": 50},
+        {"property": "currency", "op": "in", "value": ["EUR", "USD", "GBP"]},
+        {"property": "paid", "op": "eq", "value": True},
+        {"property": "coupon", "op": "exists", "value": True},
+        {"property": "channel", "op": "ne", "value": "pos"},
+    ]
+    # Read back: the five rows as saved, and two empty ones to add more.
+    body = client.get(_url("edit", mailing.pk, "when")).content.decode()
+    assert 'name="f6_property"' in body and 'name="f7_property"' not in body
+    assert 'value="EUR, USD, GBP"' in body and body.count('value="true"') == 2
+    # "is one of" without values says so on its field.
+    data.update({"f1_value": " , "})
+    response = client.post(_url("edit", mailing.pk, "when"), data)
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert body.index("Give the values it may be, separated by commas.") > body.index('name="f1_value"')
+
+
 def test_it_sets_a_mailing_cap_and_tracking_in_the_policy_step(login, alice, world, mailing):
     response = login(alice).post(_url("edit", mailing.pk, "policy"),
                                  {"cap_mode": "custom", "max_messages": "2", "days": "7", "scope": "profile",
