@@ -199,7 +199,7 @@ class Participation(models.Model):
     # What made it enter: "segment:12", "new", "event:991", "subscription:55", "api:<key>".
     entry = models.CharField(max_length=200, blank=True)
     # Dedupes entries: the same event id, API Idempotency-Key or "once" key never enters twice.
-    entry_key = models.CharField(max_length=200, null=True, blank=True)
+    entry_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (NULL: no key, outside the unique constraint)
     next_run_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     seq = models.PositiveIntegerField(default=0)  # moves so far: the idempotency key of side effects

@@ -40,6 +40,7 @@ from profiles.models import Profile, ProfileDatabase, ProfileImport
 from profiles.services import database_create, field_add, profile_upsert
 from resources.models import Resource, Subscription, Suppression
 from resources.services import Via, resource_create, subscription_create, suppression_add
+from scenarios.models import Participation, PathEntry, Scenario, ScenarioVersion, Step, Transition
 from segments.models import Segment, SegmentRun
 from segments.services import segment_create, segment_members_add, segment_recalculate
 
@@ -77,11 +78,14 @@ class World:
     mailing: Mailing
     mailing_run: Run
     ledger_entry: LedgerEntry
+    scenario: Scenario
+    participation: Participation
 
 
 Build = Callable[[World], dict[str, Any]]
 
-# route name -> the URL kwargs naming an object of account A. Extend as apps add routes.
+# route name -> the URL kwargs naming an object of account A ("?": a query string the view needs).
+# Extend as apps add routes.
 OBJECT_ROUTES: dict[str, Build] = {
     # history
     "api:profile_events_api": lambda w: {"db": w.database.slug, "profile_id": w.profile.pk},
@@ -247,6 +251,37 @@ OBJECT_ROUTES: dict[str, Build] = {
     "api:mailing_recipients_api": lambda w: {"mailing_id": w.mailing.pk},
     "api:mailing_trigger_api": lambda w: {"mailing_id": w.mailing.pk},
     "api:mailing_trigger_bulk_api": lambda w: {"mailing_id": w.mailing.pk},
+    # Scenarios: an active scenario with a live version and a draft (same step keys), a participation.
+    "scenarios:detail": lambda w: {"pk": w.scenario.pk},
+    "scenarios:settings": lambda w: {"pk": w.scenario.pk},
+    "scenarios:export": lambda w: {"pk": w.scenario.pk},
+    "scenarios:delete": lambda w: {"pk": w.scenario.pk},
+    "scenarios:draft": lambda w: {"pk": w.scenario.pk},
+    "scenarios:palette": lambda w: {"pk": w.scenario.pk},
+    "scenarios:step_add": lambda w: {"pk": w.scenario.pk, "?": "kind=wait"},  # an unknown kind is a 404 too
+    "scenarios:step_edit": lambda w: {"pk": w.scenario.pk, "key": "s2"},
+    "scenarios:step_move": lambda w: {"pk": w.scenario.pk, "key": "s2"},
+    "scenarios:step_delete": lambda w: {"pk": w.scenario.pk, "key": "s2"},
+    "scenarios:activate": lambda w: {"pk": w.scenario.pk},
+    "scenarios:publish": lambda w: {"pk": w.scenario.pk},
+    "scenarios:pause": lambda w: {"pk": w.scenario.pk},
+    "scenarios:resume": lambda w: {"pk": w.scenario.pk},
+    "scenarios:stop": lambda w: {"pk": w.scenario.pk},
+    "scenarios:participants": lambda w: {"pk": w.scenario.pk},
+    "scenarios:participation": lambda w: {"pk": w.scenario.pk, "participation_id": w.participation.pk},
+    "scenarios:report": lambda w: {"pk": w.scenario.pk},
+    "scenarios:profile_trips": lambda w: {"profile_id": w.profile.pk},
+    "api:scenario_get_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_update_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_delete_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_activate_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_pause_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_resume_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_stop_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_enter_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_participants_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_report_api": lambda w: {"scenario_id": w.scenario.pk},
+    "api:scenario_export_api": lambda w: {"scenario_id": w.scenario.pk},
 }
 
 # Routes with parameters that do not name a tenant object, and why.
@@ -366,6 +401,7 @@ def world(acme, olivia, alice, settings) -> World:
                                               subscription_id=subscription.pk, profile_id=profile.pk, channel="email",
                                               address=subscription.address, status=LedgerEntry.Status.SENT,
                                               sent_at=timezone.now())
+    scenario, participation = _scenario(acme, database, profile)
     return World(
         account=acme,
         owner=olivia,
@@ -400,13 +436,43 @@ def world(acme, olivia, alice, settings) -> World:
         mailing=mailing,
         mailing_run=mailing_run,
         ledger_entry=ledger_entry,
+        scenario=scenario,
+        participation=participation,
     )
 
 
+def _scenario(account: Account, database: ProfileDatabase, profile: Profile) -> tuple[Scenario, Participation]:
+    """An active scenario of acme (API entry -> exit) with its live version 1 and a draft version 2
+    of the same steps (the editor's step routes name a draft step), and the profile's trip through it."""
+    now = timezone.now()
+    scenario = Scenario.objects.create(account=account, database=database, name="Acme journey",
+                                       state=Scenario.State.ACTIVE, activated_at=now)
+    versions = []
+    for number, state in ((1, ScenarioVersion.State.PUBLISHED), (2, ScenarioVersion.State.DRAFT)):
+        version = ScenarioVersion.objects.create(account=account, scenario=scenario, number=number, state=state)
+        s1 = Step.objects.create(account=account, version=version, key="s1", kind="entry.api", title="API call")
+        s2 = Step.objects.create(account=account, version=version, key="s2", kind="exit", title="Done", col=1)
+        Transition.objects.create(account=account, version=version, source=s1, exit="next", target=s2)
+        versions.append((version, s2))
+    live, done = versions[0]
+    scenario.live_version = live
+    scenario.save(update_fields=["live_version"])
+    participation = Participation.objects.create(account_id=account.pk, scenario=scenario, version=live,
+                                                 profile_id=profile.pk, step=done, state=Participation.State.COMPLETED,
+                                                 seq=1, finished_at=now)
+    PathEntry.objects.create(participation=participation, version_number=1, step_key="s1", seq=0, exit="next",
+                             left_at=now)
+    PathEntry.objects.create(participation=participation, version_number=1, step_key="s2", seq=1)
+    return scenario, participation
+
+
 def _url(route: Route, kwargs: dict[str, Any]) -> str:
+    """The route's URL; a "?" entry of the kwargs is its query string (a view that needs one)."""
     from django.urls import reverse
 
-    return reverse(route.name, kwargs=kwargs)
+    kwargs = dict(kwargs)
+    query = kwargs.pop("?", "")
+    return reverse(route.name, kwargs=kwargs) + (f"?{query}" if query else "")
 
 
 METHODS = ["get", "post", "delete"]

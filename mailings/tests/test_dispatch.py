@@ -339,6 +339,26 @@ def test_it_publishes_trigger_rows_to_the_trigger_queue(world, monkeypatch):
     assert published == [("mailings.tasks.batch_send_trigger_task", (run.pk, ids[2:]))]
 
 
+def test_it_publishes_a_crowd_of_trigger_rows_to_the_bulk_queue(world, monkeypatch):
+    """More than URGENT_ROWS rows at once (a scenario step moving a batch of profiles, a bulk API
+    call) are bulk work: on the trigger queue they would hold up every single event's message."""
+    from mailings.services.dispatch.common import URGENT_ROWS
+
+    published = []
+    monkeypatch.setattr("mailings.services.dispatch.publish_on_commit", lambda task, *args: published.append((task.name, args)))
+    monkeypatch.setattr("mailings.services.dispatch.common.URGENT_ROWS", 3)
+    mailing = make_mailing(world, kind=Mailing.Kind.TRIGGER, trigger={"on": "api"})
+    run = make_run(mailing, slot=f"day:{timezone.now().date().isoformat()}")
+    queue_entries(run)
+    ids = ids_of(run)
+    assert dispatch.entries_send_now(entries=ids[:4], run_id=run.pk) == 4
+    assert published == [("mailings.tasks.batch_send_bulk_task", (run.pk, ids[:4]))]
+    published.clear()
+    assert dispatch.run_kick(run_id=run.pk) == 1  # the one left is urgent again
+    assert published == [("mailings.tasks.batch_send_trigger_task", (run.pk, ids[4:]))]
+    assert URGENT_ROWS == 50
+
+
 def test_it_sends_a_confirmation_to_an_unconfirmed_address_with_its_link(world):
     template = make_template(world.account, world.database, name="Confirm", channels=["email"], kind="transactional",
                              email={"subject": "Confirm", "html": '<p><a href="{{ links.confirm }}">Yes</a></p>'})

@@ -68,7 +68,7 @@ def run_kick(*, run_id: int, now: datetime | None = None) -> int:
     if run is None or run.state != Run.State.SENDING or run.mailing.state not in LIVE_MAILING_STATES:
         return 0
     ids = handout(run_id, now, kick_limit(run.mailing))
-    task = task_for(run.mailing)
+    task = task_for(run.mailing, len(ids))
     size = min(BATCH_SIZE, len(ids)) or 1
     for lo in range(0, len(ids), size):
         publish_on_commit(task, run_id, ids[lo:lo + size])
@@ -76,9 +76,10 @@ def run_kick(*, run_id: int, now: datetime | None = None) -> int:
 
 
 def entries_send_now(*, entries: list[int], run_id: int, inline: bool = False) -> int:
-    """Send these (trigger) rows now: leased and published to the trigger queue at once (after
-    commit when called in a transaction), or claimed and sent in this process (`inline`).
-    Rows not due yet or already handed out are left to the tick. Returns the rows handed out."""
+    """Send these (trigger) rows now: leased and published at once (after commit when called in a
+    transaction) to the trigger queue, or to the bulk queue when they are more than URGENT_ROWS
+    (a crowd is bulk work), or claimed and sent in this process (`inline`). Rows not due yet or
+    already handed out are left to the tick. Returns the rows handed out."""
     if not entries:
         return 0
     now = tz.now()
@@ -87,11 +88,13 @@ def entries_send_now(*, entries: list[int], run_id: int, inline: bool = False) -
         for lo in range(0, len(ids), BATCH_SIZE):
             batch_send(run_id=run_id, ids=ids[lo:lo + BATCH_SIZE])
         return len(ids)
-    from mailings.tasks import batch_send_trigger_task
-
+    run = Run.objects.filter(pk=run_id).select_related("mailing").first()
+    if run is None:
+        return 0
+    task = task_for(run.mailing, len(ids))
     for lo in range(0, len(ids), BATCH_SIZE):
         # Outside a transaction on_commit publishes at once; inside, once the rows are committed.
-        publish_on_commit(batch_send_trigger_task, run_id, ids[lo:lo + BATCH_SIZE])
+        publish_on_commit(task, run_id, ids[lo:lo + BATCH_SIZE])
     return len(ids)
 
 

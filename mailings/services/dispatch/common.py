@@ -52,10 +52,18 @@ def is_trigger_queue(mailing: Mailing) -> bool:
     return mailing.kind == Mailing.Kind.TRIGGER or mailing.transactional
 
 
-def task_for(mailing: Mailing) -> Any:
+# At most this many rows handed out at once go to the trigger queue: a trigger that fires for a
+# crowd (a scenario step moving 500 profiles, a bulk API call, a backlog of delayed triggers) is
+# bulk work, and on the trigger queue it would make every single event's message wait behind it.
+URGENT_ROWS = 50
+
+
+def task_for(mailing: Mailing, rows: int = 1) -> Any:
+    """The task (so the queue) for `rows` rows of the mailing handed out together: the trigger
+    queue for trigger and transactional mail, unless there are more than URGENT_ROWS of them."""
     from mailings.tasks import batch_send_bulk_task, batch_send_trigger_task
 
-    return batch_send_trigger_task if is_trigger_queue(mailing) else batch_send_bulk_task
+    return batch_send_trigger_task if is_trigger_queue(mailing) and rows <= URGENT_ROWS else batch_send_bulk_task
 
 
 

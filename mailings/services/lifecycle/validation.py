@@ -23,9 +23,10 @@ from resources.models import Channel
 MAX_DELAY_SECONDS = 30 * 24 * 3600
 MAX_SPEED_LIMIT = 1_000_000  # messages a minute
 MAX_EVERY_HOURS = 24 * 31
+MAX_ID = 2**63 - 1
 # Comparisons a trigger's property filter may use (mailings.services.triggers applies them).
 TRIGGER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "exists")
-TRIGGER_ON = ("event", "subscription", "confirmation", "api")
+TRIGGER_ON = ("event", "subscription", "confirmation", "api", "scenario")
 # Any timezone reaches a wall time no earlier than UTC+14 does (Pacific/Kiritimati).
 EARLIEST_OFFSET = timedelta(hours=14)
 
@@ -59,9 +60,12 @@ def _id_of(value: Any) -> int | None:
     if hasattr(value, "pk"):
         return int(value.pk)
     try:
-        return int(value)
+        n = int(value)
     except (TypeError, ValueError):
         return -1  # matches no row: reported as "no such ..."
+    # Ids are positive 64-bit integers: anything else matches no row (a huge number must not reach
+    # the database, where it overflows the parameter instead of finding nothing).
+    return n if 1 <= n <= MAX_ID else -1
 
 
 def clean_schedule(kind: str, raw: Any, account_tz: str) -> dict[str, Any]:
@@ -122,8 +126,13 @@ def clean_trigger(kind: str, raw: Any, account: Account) -> dict[str, Any]:
 
     raw = raw or {}
     if not isinstance(raw, dict) or raw.get("on") not in TRIGGER_ON:
-        raise ValueError('"on" must be one of ' + ", ".join(TRIGGER_ON))
+        raise ValueError('"on" must be one of ' + ", ".join(t for t in TRIGGER_ON if t != "scenario"))
     out: dict[str, Any] = {"on": raw["on"]}
+    if raw["on"] == "scenario":  # a scenario's send step (scenarios.services.publishing makes it)
+        step, scenario_id = raw.get("step"), raw.get("scenario_id")
+        if not isinstance(step, str) or not step or isinstance(scenario_id, bool) or not isinstance(scenario_id, int):
+            raise ValueError('a scenario trigger names its "scenario_id" and "step"')
+        return {"on": "scenario", "kind": "scenario", "scenario_id": scenario_id, "step": step}
     if raw["on"] == "event":
         name = str(raw.get("event") or "")
         if not EventType.objects.visible_to(account).filter(name=name, enabled=True).exists():
@@ -161,6 +170,10 @@ def clean_values(account: Account, values: dict[str, Any], *, mailing: Mailing |
              "send_window", "track_opens", "track_clicks", "cap"}
     for key in set(values) - known:
         errors[key] = "unknown field"
+    if mailing is not None and (mailing.trigger or {}).get("on") == "scenario":
+        # What a scenario's send step sends is the step's config: changed there, then published.
+        for key in set(values) & known - {"name", "description"}:
+            errors[key] = f"set by step {mailing.trigger.get('step')} of its scenario: change the step there"
     if "name" in values or mailing is None:
         name = str(values.get("name") or "").strip()
         if not name:
@@ -235,6 +248,11 @@ def clean_values(account: Account, values: dict[str, Any], *, mailing: Mailing |
             out["trigger"] = clean_trigger(kind, values.get("trigger", mailing.trigger if mailing else {}), account)
         except ValueError as exc:
             errors["trigger"] = str(exc)
+        else:
+            was = (mailing.trigger or {}).get("on") if mailing is not None else None
+            if (out["trigger"].get("on") == "scenario") != (was == "scenario"):
+                errors["trigger"] = ("a scenario's send step makes and keeps its own mailing" if was != "scenario"
+                                     else "this mailing belongs to a scenario's send step")
     if "speed_limit" in values:
         limit = values["speed_limit"]
         if limit in (None, "", 0):

@@ -51,6 +51,7 @@ from mailings.services.triggers.definition import (
     ON_API,
     ON_CONFIRMATION,
     ON_EVENT,
+    ON_SCENARIO,
     ON_SUBSCRIPTION,
     SUBSCRIPTION_TYPES,
     TRIGGER_KINDS,
@@ -73,6 +74,7 @@ __all__ = [
     "ON_API",
     "ON_CONFIRMATION",
     "ON_EVENT",
+    "ON_SCENARIO",
     "ON_SUBSCRIPTION",
     "TRIGGER_KINDS",
     "Fire",
@@ -229,6 +231,8 @@ def trigger_firable(mailing: Mailing) -> None:
                                        "not a trigger mailing"})
     if mailing.is_confirmation:
         raise MailingError({"mailing": "a confirmation mailing is sent by the double opt-in itself"})
+    if (mailing.trigger or {}).get("on") == ON_SCENARIO:
+        raise MailingError({"mailing": f"“{mailing.name}” is sent by a scenario's step, not through this API"})
     if mailing.state != Mailing.State.SENDING:
         raise MailingError({"mailing": f"“{mailing.name}” is {mailing.get_state_display().lower()}: launch "
                                        "(or resume) it first"})

@@ -16,7 +16,10 @@ from mailings.models import Mailing
 from resources.models import Status
 
 ON_EVENT, ON_SUBSCRIPTION, ON_CONFIRMATION, ON_API = "event", "subscription", "confirmation", "api"
-TRIGGER_KINDS = (ON_EVENT, ON_SUBSCRIPTION, ON_CONFIRMATION, ON_API)
+# A scenario's send step: {"on": "scenario", "scenario_id", "step"}; made and changed by the scenario's
+# publishing only, fired only by the step (never by events or the mailings API).
+ON_SCENARIO = "scenario"
+TRIGGER_KINDS = (ON_EVENT, ON_SUBSCRIPTION, ON_CONFIRMATION, ON_API, ON_SCENARIO)
 # The ops a filter may use (mailings.services.lifecycle.validation.TRIGGER_OPS validates them).
 FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "in", "exists")
 SUBSCRIPTION_TYPES = frozenset({"subscription.subscribed", "subscription.changed"})

@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from mailings.models import LedgerEntry, Mailing, Run
+from mailings.services.sending import id_filter
 from mailings.services.stats import stats_add
 from resources.models import Status, Subscription
 
@@ -84,11 +85,11 @@ def _skips(chosen: Sequence[tuple[Fire, tuple[Any, ...]]], now: datetime) -> dic
     out: dict[tuple[int, int], tuple[str, str]] = {}
     for mailing, sub_ids in by_mailing.values():
         case, params, cap_text = skip_reason_sql(mailing, run_id=None, now=now, alias="s")
-        marks = ", ".join(["%s"] * len(sub_ids))
+        only, only_params = id_filter("s.id", sorted(sub_ids))
         with connection.cursor() as cur:
             # Only the planner's CASE (constants and placeholders) and placeholders are joined here.
             cur.execute(f"SELECT s.id, {case} FROM {Subscription._meta.db_table} s "  # noqa: S608
-                        f"WHERE s.id IN ({marks})", [*params, *sub_ids])
+                        f"WHERE {only}", [*params, *only_params])
             for sub_id, reason in cur.fetchall():
                 if reason:
                     out[(mailing.pk, sub_id)] = (reason, cap_text if reason == LedgerEntry.Reason.CAPPED else "")
@@ -106,17 +107,33 @@ def _insert(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, str, str, 
     if not rows:
         return []
     cols = _columns()
-    one = "(" + ", ".join(["%s"] * len(cols)) + ")"
+    returning = " ON CONFLICT DO NOTHING RETURNING id, mailing_id, run_id, status, reason, not_before"
     out: list[tuple[int, int, int, str, str, Any]] = []
     with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            # One array per column (unnest): 17 parameters whatever the number of rows, so neither
+            # psycopg nor PostgreSQL handles thousands of placeholders (a scenario's send step
+            # fires for a whole batch of participations at once).
+            source = "SELECT * FROM unnest(" + ", ".join(f"%s::{t}[]" for t in _PG_TYPES) + ")"  # noqa: S608 - fixed types
+            for lo in range(0, len(rows), 5000):
+                chunk = rows[lo:lo + 5000]
+                cur.execute(f"INSERT INTO {LedgerEntry._meta.db_table} ({', '.join(cols)}) {source}{returning}",
+                            [list(col) for col in zip(*chunk, strict=True)])
+                out.extend(cur.fetchall())
+            return out
+        one = "(" + ", ".join(["%s"] * len(cols)) + ")"
         for lo in range(0, len(rows), 500):
             chunk = rows[lo:lo + 500]
             sql = (f"INSERT INTO {LedgerEntry._meta.db_table} ({', '.join(cols)}) VALUES "  # noqa: S608 - fixed names
-                   + ", ".join([one] * len(chunk))
-                   + " ON CONFLICT DO NOTHING RETURNING id, mailing_id, run_id, status, reason, not_before")
+                   + ", ".join([one] * len(chunk)) + returning)
             cur.execute(sql, [v for row in chunk for v in row])
             out.extend(cur.fetchall())
     return out
+
+
+# The PostgreSQL types of `_columns()`, in order, for the unnest insert.
+_PG_TYPES = ("bigint", "bigint", "bigint", "bigint", "bigint", "varchar", "varchar", "varchar", "varchar", "varchar",
+             "smallint", "timestamptz", "varchar", "jsonb", "varchar", "timestamptz", "timestamptz")
 
 
 def to_json(value: Any) -> str | None:
