@@ -6,7 +6,7 @@ The owner of the big account also belongs to a few small ones (the account switc
 
 Project path: django.test.Client in this process, signed in (session + current account), GETs
 each page; the time is perf_counter around `client.get`. Baseline: the same client GETting
-/healthz (one SELECT 1) through the same middleware, the floor of framework cost. Requests are
+/healthz (liveness: no query) through the same middleware, the floor of framework cost. Requests are
 interleaved round by round, so machine noise falls on every page and the baseline alike.
 
 Result: project_s = p95 of the slowest page, baseline_s = p95 of /healthz,

@@ -25,10 +25,14 @@ app.conf.task_queues = [Queue(name, routing_key=name) for name in ("trigger", "s
 app.conf.task_routes = {
     # The scenario engine has its own queue: 100k profiles moving through a flow never delay a
     # trigger mailing, and a broadcast never delays a scenario step.
+    # ... except its event-driven advances (event/API entries, released waits: small batches),
+    # which must not wait behind an activation's bulk batches (before the glob: first match wins).
+    "scenarios.tasks.participations_advance_trigger_task": {"queue": "trigger"},
     "scenarios.tasks.*": {"queue": "scenarios"},
     "accounts.tasks.invitation_send_task": {"queue": "trigger"},
     "accounts.tasks.password_reset_send_task": {"queue": "trigger"},
     "*.tasks.*_bulk_task": {"queue": "bulk"},
+    "*.tasks_*.*_bulk_task": {"queue": "bulk"},  # task modules split by kind (profiles.tasks_import)
     "*.tasks.*_trigger_task": {"queue": "trigger"},
 }
 # System ticks. Each tick is idempotent, so two beats (or a missed one) do no harm.

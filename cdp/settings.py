@@ -13,7 +13,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp import constants as csp_const
 from django.core.exceptions import ImproperlyConfigured
+
+from cdp.ops.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("CDP_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -54,6 +57,7 @@ INSTALLED_APPS = [
     "template_partials",
     "ninja",  # serves the API docs' JS/CSS from our own static files, never a CDN
     "cdp",
+    "cdp.ops",
     "accounts",
     "profiles",
     "resources",
@@ -66,8 +70,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "cdp.ops.middleware.RequestIdMiddleware",  # first: every later log line carries the request id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",  # after WhiteNoise: static files need no policy; before views (request.csp_nonce)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -257,21 +263,43 @@ SECURE_REFERRER_POLICY = "same-origin"
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]  # probes and scrapes come over plain HTTP
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+# Content-Security-Policy (django-csp) on every response that has none of its own: the template
+# preview and the outbox's message frame set their stricter sandbox policy themselves, and the
+# middleware never overwrites a header a view set. Scripts: our own files, plus inline blocks only
+# with the request's nonce (templates write nonce="{{ request.csp_nonce }}"); no 'unsafe-inline',
+# no 'unsafe-eval' (htmx runs without eval: no hx-on / hx-vars / js: values are used). <style>
+# blocks likewise need the nonce. Style *attributes* are allowed (style-src-attr only): ~80 of them
+# carry computed values (progress bar widths, the scenario diagram's node positions, canvas sizes)
+# that a class cannot express; an injected style attribute can restyle its own element but cannot
+# load anything (img-src/font-src stay 'self') or read the page, unlike an injected <style> or script.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp_const.SELF],
+        "script-src": [csp_const.SELF, csp_const.NONCE],
+        "style-src": [csp_const.SELF, csp_const.NONCE],
+        "style-src-attr": [csp_const.UNSAFE_INLINE],
+        "img-src": [csp_const.SELF, "data:"],
+        "font-src": [csp_const.SELF],
+        "connect-src": [csp_const.SELF],
+        "frame-src": [csp_const.SELF],
+        "frame-ancestors": [csp_const.NONE],
+        "form-action": [csp_const.SELF],
+        "base-uri": [csp_const.SELF],
+        "object-src": [csp_const.NONE],
+    },
 }
+
+# --- Logging -------------------------------------------------------------------------------
+# Log lines to stderr: "text" for people (make run), "json" for log collectors (one object a
+# line with request_id / job_id: cdp/ops/logs.py).
+LOGGING = logging_config(fmt=env.str("LOG_FORMAT", default="text"), level=env.str("LOG_LEVEL", default="INFO"))
 
 FORM_RENDERER = "cdp.forms.FormRenderer"
 
@@ -336,3 +364,28 @@ MAILINGS_SOFT_BOUNCE_PAUSE_DAYS = env.int("MAILINGS_SOFT_BOUNCE_PAUSE_DAYS", def
 # How long the marks that make tracking and bounce events count once are kept (days): longer than
 # any redelivery of the history outbox.
 MAILINGS_HANDLED_EVENT_DAYS = env.int("MAILINGS_HANDLED_EVENT_DAYS", default=7)
+
+# --- Scenarios -----------------------------------------------------------------------------------
+# Webhook steps may not POST to loopback, private, link-local or reserved addresses (SSRF) unless
+# the scenario allows it (an admin's choice) or this is set (self-hosting next to the receiver).
+SCENARIOS_WEBHOOK_ALLOW_PRIVATE = env.bool("SCENARIOS_WEBHOOK_ALLOW_PRIVATE", default=False)
+# A profile may enter one scenario at most this many times in a sliding minute (re-entry "always"
+# or "after exit"): an event flood for one person is contained there, others are not slowed.
+SCENARIOS_ENTRIES_PER_MINUTE = env.int("SCENARIOS_ENTRIES_PER_MINUTE", default=10)
+
+# --- Operations (cdp/ops) ---------------------------------------------------------------------------
+# Bearer token that Prometheus sends to /metrics ("Authorization: Bearer <token>"); empty: only a
+# staff session may read it. Without either the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# How often each Celery worker writes its heartbeat (seconds); it counts as gone after three.
+OPS_HEARTBEAT_SECONDS = env.float("OPS_HEARTBEAT_SECONDS", default=15.0)
+# /readyz fails when the mailings or scenarios tick has not succeeded for this long (seconds).
+OPS_TICK_MAX_LAG_SECONDS = env.float("OPS_TICK_MAX_LAG_SECONDS", default=60.0)
+# The status page lists a job as stuck after this long without progress (minutes), and a sending
+# mailing run as not moving after this long with nothing settled.
+OPS_JOB_STUCK_MINUTES = env.int("OPS_JOB_STUCK_MINUTES", default=5)
+OPS_STALLED_RUN_MINUTES = env.int("OPS_STALLED_RUN_MINUTES", default=10)
+# How long the sums of the send counters are reused between scrapes (seconds; 0: every scrape).
+OPS_COUNTERS_CACHE_SECONDS = env.int("OPS_COUNTERS_CACHE_SECONDS", default=30)
+# Where workers' heartbeats and the ticks' last runs are kept without Redis ("" = VAR_DIR/ops).
+OPS_BEACON_DIR = env.str("OPS_BEACON_DIR", default="")

@@ -6,14 +6,16 @@ from django.urls import include, path, re_path
 from cdp import views
 from cdp.api.errors import api_not_found
 from cdp.api.v1 import api
+from cdp.ops import views as ops_views
 
 admin.site.site_header = "CDP administration (superusers)"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("healthz", views.healthz, name="healthz"),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("", include("cdp.ops.urls")),
     path("api/v1/", api.urls),
-    re_path(r"^api/v1/(?P<path>.*)$", api_not_found, name="api_not_found"),
+    re_path(r"^api/v1/(?P<path>[\s\S]*)$", api_not_found, name="api_not_found"),  # [\s\S]: paths with %0A too
     path("django-admin/", admin.site.urls),
     path("", include("accounts.urls")),
     path("", include("profiles.urls")),

@@ -1,16 +1,14 @@
-"""Project-wide pages: the dashboard and the health check."""
+"""Project-wide pages: the dashboard (the health, readiness and metrics endpoints are in cdp/ops)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import connection
 from django.db.models import Count
 from django.db.models.functions import TruncDate
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.access import account_required
@@ -54,14 +52,3 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     }
     return render(request, "dashboard/dashboard.html", context)
 
-
-@never_cache
-@require_GET
-def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness and database reachability, for load balancers and docker-compose."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except Exception as exc:  # any failure to reach the DB means "not healthy"
-        return JsonResponse({"status": "error", "database": str(exc)[:200]}, status=503)
-    return JsonResponse({"status": "ok"})

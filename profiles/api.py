@@ -13,7 +13,7 @@ that does not fit is a 422 whose details name the field (`loc` is the JSON path 
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from django.db import IntegrityError
@@ -335,7 +335,8 @@ def _filter_profiles(request: HttpRequest, qs: QuerySet[Profile], sch: FieldSche
         since = filters.updated_since
         if timezone.is_naive(since):
             since = timezone.make_aware(since, sch.ctx.tz)
-        qs = qs.filter(updated_at__gte=since)
+        # In UTC: Python accepts offsets PostgreSQL does not (+19:40); the instant is the same.
+        qs = qs.filter(updated_at__gte=since.astimezone(UTC))
     for param, raw in request.GET.items():
         if not param.startswith("field."):
             continue
@@ -397,7 +398,10 @@ def database_update_api(request: HttpRequest, db: DatabaseRef, payload: Database
                summary="Delete a database with all its profiles")
 def database_delete_api(request: HttpRequest, db: DatabaseRef) -> Status:
     require(request, Perm.DATABASES_MANAGE)
-    database_delete(database=db, actor=Actor.from_request(request))
+    try:
+        database_delete(database=db, actor=Actor.from_request(request))
+    except ProfileError as exc:  # still used by resources, mailings or scenarios
+        raise ApiError(409, str(exc)) from exc
     return Status(204, None)
 
 

@@ -59,6 +59,6 @@ def test_the_dashboard_keeps_its_query_budget(request, login, who, acme, django_
         assert client.get("/").status_code == 200
 
 
-def test_the_health_check_reports_the_database(client, db):
+def test_the_liveness_check_answers_ok(client, db):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}

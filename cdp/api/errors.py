@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
@@ -137,5 +138,6 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return error_response(500, "Something went wrong on our side. It has been logged; try again later.")
 
 
+@csrf_exempt  # token-authenticated like the API: a POST to an unknown path is a JSON 404, not a CSRF page
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
     return error_response(404, f"There is no API endpoint at /api/v1/{path}.")

@@ -34,7 +34,10 @@ def _encode(pk: int) -> str:
 
 def _decode(cursor: str) -> int:
     try:
-        return int(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["id"])
+        value = int(json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["id"])
+        if not 1 <= value <= 2**63:  # a forged cursor must not overflow the query's parameter
+            raise ValueError(value)
+        return value
     except (ValueError, TypeError, KeyError, binascii.Error) as exc:
         raise ApiError(400, "The cursor is not valid; use next_cursor from the previous page.", code="invalid_cursor",
                        details=[{"loc": ["query", "cursor"], "message": "not a cursor this API issued"}]) from exc

@@ -120,18 +120,18 @@ class LintOut(Schema):
     line: int | None = None
 
 
-class LinkOut(Schema):
+class TemplateLinkOut(Schema):
     id: int
     url: str
     text: str = ""
 
 
-class VersionOut(Schema):
+class TemplateVersionOut(Schema):
     id: int
     channel: ChannelName
     number: int
     data: dict[str, Any]
-    links: list[LinkOut]
+    links: list[TemplateLinkOut]
     lint: list[LintOut]
     size: int
     note: str
@@ -152,7 +152,7 @@ class TemplateSummaryOut(Schema):
 
 
 class TemplateOut(TemplateSummaryOut):
-    versions: dict[str, VersionOut] = F(description="The current version of each channel.")
+    versions: dict[str, TemplateVersionOut] = F(description="The current version of each channel.")
 
 
 class RenderIn(Schema):

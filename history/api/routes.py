@@ -40,7 +40,7 @@ from history import selectors
 from history.api.schemas import (
     BATCH_BODY,
     ONE_BODY,
-    BatchOut,
+    EventBatchOut,
     EventFilter,
     EventOut,
     EventResultOut,
@@ -144,7 +144,7 @@ def _database(account: Account, slug: Any) -> ProfileDatabase:
 # --- sending events -----------------------------------------------------------------------------
 
 
-@router.post("/events/batch", tags=EVENTS, response={200: BatchOut, **ERRORS}, openapi_extra={"requestBody": BATCH_BODY},
+@router.post("/events/batch", tags=EVENTS, response={200: EventBatchOut, **ERRORS}, openapi_extra={"requestBody": BATCH_BODY},
              summary=f"Send up to {MAX_BATCH:,} events")
 def events_batch_api(request: HttpRequest) -> HttpResponse:
     """Stores each valid event and answers a result per item, in order: `stored` (with the event's

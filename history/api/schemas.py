@@ -90,7 +90,7 @@ class ItemResultOut(Schema):
     untyped: bool = F(False, description="Stored although its properties did not match its (loose) type's schema.")
 
 
-class BatchOut(Schema):
+class EventBatchOut(Schema):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "stored": 1, "duplicate": 0, "error": 1, "profiles_created": 0,
         "results": [{"index": 0, "status": "stored", "id": 912},

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, ProtectedError, RestrictedError
 from django.utils.text import slugify
 
 from accounts.access import Actor
 from accounts.audit import audit_log
 from accounts.models import Account
+from cdp.protect import used_by
 from profiles import schema
 from profiles.fieldtypes import (
     CONVERTERS,
@@ -126,12 +127,19 @@ def database_update(
 
 @transaction.atomic
 def database_delete(*, database: ProfileDatabase, actor: Actor) -> None:
-    audit_log(account=database.account, actor=actor, verb="database.deleted", target=database,
-              data={"profiles": Profile.objects.filter(database=database).count()})
-    for f in database.fields.custom():
+    """Delete the database with its profiles. Raises ProfileError (naming them) while resources,
+    mailings or scenarios of higher apps still use it (their PROTECT references)."""
+    custom = list(database.fields.custom())  # their indexes go once the rows are gone
+    try:
+        with transaction.atomic():
+            audit_log(account=database.account, actor=actor, verb="database.deleted", target=database,
+                      data={"profiles": Profile.objects.filter(database=database).count()})
+            database.delete()
+    except (ProtectedError, RestrictedError) as exc:
+        raise ProfileError(f"“{database.name}” is {used_by(exc)}; delete or move them first.") from exc
+    for f in custom:
         schema.index_drop(f)
         schema.unique_index_drop(f)
-    database.delete()
 
 
 # --- fields --------------------------------------------------------------------------------------

@@ -149,9 +149,13 @@ def database_delete_view(request: HttpRequest, db: str) -> HttpResponse:
     form = ConfirmNameForm(request.POST or None, expected=database.name, what="database")
     if request.method == "POST" and form.is_valid():
         name = database.name
-        database_delete(database=database, actor=Actor.from_request(request))
-        messages.success(request, f"{name} and all its profiles are deleted.")
-        return redirect("profiles:database_list")
+        try:
+            database_delete(database=database, actor=Actor.from_request(request))
+        except ProfileError as exc:  # resources, mailings or scenarios still use it
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"{name} and all its profiles are deleted.")
+            return redirect("profiles:database_list")
     context = {
         "database": database,
         "form": form,

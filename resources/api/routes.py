@@ -252,7 +252,10 @@ def resource_delete_api(request: HttpRequest, resource: ResourceRef) -> Status:
     """Deletes the resource, its subscriptions and their consent ledger; audited with the number of
     subscriptions. To stop messages but keep people's choices, unsubscribe or disable channels instead."""
     require(request, Perm.CHANNELS_MANAGE)
-    resource_delete(resource=resource, actor=Actor.from_request(request))
+    try:
+        resource_delete(resource=resource, actor=Actor.from_request(request))
+    except ResourceValidationError as exc:  # mailings or scenarios still use it
+        raise ApiError(409, "; ".join(exc.errors.values())) from exc
     return Status(204, None)
 
 

@@ -39,12 +39,12 @@ from segments.api.schemas import (
     CountOut,
     ExplainOut,
     KindName,
-    MemberOut,
     MembersAddedOut,
     MembersIn,
     MembersRemovedOut,
     RunOut,
     SegmentIn,
+    SegmentMemberOut,
     SegmentOut,
     SegmentPatch,
     StateName,
@@ -316,7 +316,7 @@ def _members_query(seg: Segment) -> QuerySet[Profile]:
         raise _broken(SegmentBroken(exc.errors)) from exc
 
 
-@router.get("/segments/{int:segment_id}/members", tags=SEGMENTS, response={200: CursorPage[MemberOut], **ERRORS},
+@router.get("/segments/{int:segment_id}/members", tags=SEGMENTS, response={200: CursorPage[SegmentMemberOut], **ERRORS},
             summary="A segment's members, newest profiles first")
 def segment_members_api(request: HttpRequest, segment_id: SegmentRef, cursor: str | None = None,
                         limit: int | None = None) -> dict:

@@ -71,7 +71,7 @@ class SegmentPatch(Schema):
     schedule: dict[str, Any] | None = F(None, description=_SCHEDULE)
 
 
-class ProblemOut(Schema):
+class SegmentProblemOut(Schema):
     loc: list[str | int] = F(description='Where in the conditions, e.g. ["conditions", "items", 0, "field"].')
     message: str
 
@@ -87,7 +87,7 @@ class SegmentOut(Schema):
     schedule: dict[str, Any] | None
     state: StateName = F(description="broken: a field, event type, resource or segment it names is gone "
                                      "(see `problem`); it is not used as an audience until fixed.")
-    problem: ProblemOut | None = F(description="Why the segment is broken or its last update failed.")
+    problem: SegmentProblemOut | None = F(description="Why the segment is broken or its last update failed.")
     size: int | None = F(description="Members at the last calculation (static and updatable), or the last count.")
     compute_ms: int | None
     last_computed_at: datetime | None
@@ -123,7 +123,7 @@ class CountOut(Schema):
 # --- members --------------------------------------------------------------------------------------
 
 
-class MemberOut(Schema):
+class SegmentMemberOut(Schema):
     profile_id: int
     keys: dict[str, Any] = F(description="The profile's match keys (e.g. email, customer_id) that hold a value.")
     added_at: datetime | None = F(description="When it joined (static and updatable segments).")

@@ -48,6 +48,16 @@
     });
   });
   document.addEventListener("htmx:afterSwap", function (e) { autohideToasts(e.target); });
+  // <div hx-trigger="every 5s" data-poll-visible>: skip the poll while the tab is hidden. (Not an
+  // hx-trigger "[filter]": htmx evaluates those with Function(), which the CSP forbids.)
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (document.visibilityState !== "visible" && e.detail.elt.hasAttribute("data-poll-visible")) e.preventDefault();
+  });
+  // <a href="/" data-history-back>: back in history when there is one (no javascript: URL under the CSP).
+  document.addEventListener("click", function (e) {
+    var link = e.target.closest && e.target.closest("a[data-history-back]");
+    if (link && window.history.length > 1) { e.preventDefault(); window.history.back(); }
+  });
 })();
 // Table filters: leave empty fields out of htmx GETs, so pushed URLs stay clean (?q=x, not ?q=x&role=).
 document.addEventListener("htmx:configRequest", function (e) {

@@ -72,6 +72,9 @@ class Stack:
     redis_proxy: TcpProxy | None = None
     pg_proxy: TcpProxy | None = None
     workers: list[Worker] = field(default_factory=list)
+    # The test process's MEDIA_ROOT (the root conftest points it at tmp_path): workers read the
+    # uploads it saved (imports) and write files it serves (exports) there too.
+    media_root: Path | None = None
 
     @property
     def postgres(self) -> bool:
@@ -98,6 +101,8 @@ class Stack:
             "DB_CONN_MAX_AGE": "0" if via_pg_proxy else "60",
             "PYTHONUNBUFFERED": "1",
         })
+        if self.media_root is not None:
+            env["MEDIA_ROOT"] = str(self.media_root)
         if not self.redis_url:
             env.pop("REDIS_URL")
         return env
@@ -159,7 +164,7 @@ def stack(transactional_db: Any, settings: Any, tmp_path: Path, request: pytest.
     smtp = FaultSmtp().start()
     redis_url = settings.REDIS_URL or ""
     s = Stack(smtp=smtp, tmp=tmp_path, db=dict(connection.settings_dict), redis_url=redis_url,
-              var_dir=Path(settings.VAR_DIR), secret_key=settings.SECRET_KEY)
+              var_dir=Path(settings.VAR_DIR), secret_key=settings.SECRET_KEY, media_root=Path(settings.MEDIA_ROOT))
     # In-process sends (a trigger sent right away by the web process) go to the same server.
     smtp_backend = {"BACKEND": "delivery.backends.smtp.SmtpBackend",
                     "OPTIONS": {"host": smtp.host, "port": smtp.port, "tls": "none", "timeout": 10}}

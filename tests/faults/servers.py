@@ -7,6 +7,8 @@
 - `TcpProxy`: a TCP forwarder on loopback that can be taken down (connections refused), brought
   back on the same port, cut (every open connection closed) or stalled (bytes held): placed
   between a worker and PostgreSQL, or between the test process and Redis.
+- `RecordingHttp`: a loopback HTTP server that records every request: templates point their
+  remote CSS and images at it, so a test proves nothing fetched them (F14).
 
 Every wait here is bounded (socket timeouts, thread joins with a timeout).
 """
@@ -288,3 +290,74 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.close()
+
+
+class RecordingHttp:
+    """A loopback HTTP server that answers every GET/POST/HEAD with a small body (CSS for *.css, a
+    1x1 GIF otherwise) and records each request (method, path, time.time()): a template points at
+    it, and `hits` proves whether anything (the platform, a worker, a browser) fetched it."""
+
+    GIF = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RecordingHttp:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # a client that connects and says nothing does not hold a thread forever
+
+            def _answer(self) -> None:
+                with recorder.lock:
+                    recorder.hits.append((self.command, self.path, time.time()))
+                css = self.path.split("?", 1)[0].endswith(".css")
+                body = b"body { background: url(/from-css.gif) }" if css else recorder.GIF
+                self.send_response(200)
+                self.send_header("Content-Type", "text/css" if css else "image/gif")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"recording-http:{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    def snapshot(self) -> list[tuple[str, str, float]]:
+        with self.lock:
+            return list(self.hits)
+
+    def __enter__(self) -> RecordingHttp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
