@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from accounts.middleware import SESSION_KEY
 from accounts.models import Job
@@ -20,12 +20,10 @@ from mailings.models import Run
 from mailings.tests.factories import make_mailing, make_run, make_world, queue_entries
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
 
 
 @pytest.fixture
-def staff_page(live_server, transactional_db, olivia, acme, settings, tmp_path) -> Iterator[Page]:
+def staff_page(browser, live_server, transactional_db, olivia, acme, settings, tmp_path) -> Iterator[Page]:
     settings.OPS_BEACON_DIR = str(tmp_path / "ops")
     olivia.is_staff = True
     olivia.save(update_fields=["is_staff"])
@@ -34,17 +32,17 @@ def staff_page(live_server, transactional_db, olivia, acme, settings, tmp_path) 
     session = client.session
     session[SESSION_KEY] = acme.pk
     session.save()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900}, base_url=live_server.url)
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                              "url": live_server.url}])
-        try:
-            yield context.new_page()
-        finally:
-            browser.close()
-            beacons.clear("worker")
-            beacons.clear("tick")
+    # The suite's one browser (tests/browser/conftest.py): a second sync_playwright() in the same
+    # session is refused by Playwright.
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, base_url=live_server.url)
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                          "url": live_server.url}])
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+        beacons.clear("worker")
+        beacons.clear("tick")
 
 
 def _shot(page: Page, name: str, tmp_path: Path) -> Path:
