@@ -8,4 +8,4 @@ RUN DEBUG=1 python manage.py collectstatic --noinput
 RUN useradd --create-home cdp && mkdir -p /app/var && chown -R cdp /app/var
 USER cdp
 EXPOSE 8000
-CMD ["gunicorn", "cdp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "gthread", "--threads", "2", "--access-logfile", "-"]
+CMD ["gunicorn", "cdp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--worker-class", "gthread", "--threads", "2", "--preload", "--access-logfile", "-"]

@@ -7,7 +7,7 @@ The stack, all on loopback, with the benchmark's DATABASE_URL and REDIS_URL:
   DKIM RSA-2048, a sender; bench.render.data.seed), plus an API token (marketer, rate limit
   raised out of the way), a listening trigger mailing (`{"on": "api"}`), a static segment and a
   signed-in session for the shop's owner;
-- gunicorn with the Procfile's shape (`cdp.wsgi`, BENCH_LOAD_WEB_WORKERS=3 gthread workers x
+- gunicorn with the Procfile's shape (`cdp.wsgi --preload`, BENCH_LOAD_WEB_WORKERS=3 gthread workers x
   BENCH_LOAD_WEB_THREADS=2 threads, gunicorn's default keep-alive, an access log as the Procfile
   has, to a file: path, status and the worker's time), DEBUG off;
 - real Celery workers (bench.dispatch.stack.Workers, solo pool): the dispatch benchmark's count on
@@ -196,7 +196,7 @@ class Web:
         self.port = free_port()
         cmd = [sys.executable, "-m", "gunicorn", "cdp.wsgi", "--bind", f"127.0.0.1:{self.port}",
                "--workers", str(self.knobs.web_workers), "--worker-class", "gthread",
-               "--threads", str(self.knobs.web_threads), "--timeout", "120", "--log-level", "warning",
+               "--threads", str(self.knobs.web_threads), "--preload", "--timeout", "120", "--log-level", "warning",
                # path, status and the time the worker spent on the request (microseconds): the
                # server's share of what the client measured; the rest is waiting for a thread.
                "--access-logfile", str(self.access_log), "--access-logformat", "%(U)s %(s)s %(D)s"]

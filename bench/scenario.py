@@ -5,15 +5,14 @@ stream of events meanwhile (p95 <= 1 s).
 
 Set-up (bench.dispatch.stack): the render benchmark's shop (`size` profiles with an e-mail
 subscription, the 5.6 KB marketing template, shop.example with its RSA-2048 DKIM key, a sender;
-the custom fields city and loyalty_points 0-19,999), Debian's smtp-sink, and
-BENCH_SCENARIO_WORKERS (default: one per core and one more, as the dispatch benchmark) worker
-processes, solo pool: for the baseline all of them on the bulk queue; for the scenarios the same
-number split as the Procfile splits them, BENCH_SCENARIO_ENGINE_WORKERS (1) on the `scenarios`
-queue (the engine) and the rest on `trigger,bulk` (the send steps' messages: a batch's crowd on bulk,
-single event-driven ones on trigger; the history drain). The
-mailings tick (mailings_tick,
-ledger_sweep, dispatch_tick) runs every second in a thread, and a second thread enqueues
-`scenarios_tick_task` every 2 s, as beat does.
+the custom fields city and loyalty_points 0-19,999), Debian's smtp-sink, and worker processes
+(solo pool) in the Procfile's shape (`split_workers`): for the baseline BENCH_SCENARIO_WORKERS
+(default: one per core and one more, as the dispatch benchmark) on `bulk` at nice 10; for the
+scenario the same bulk processes, BENCH_SCENARIO_ENGINE_WORKERS (1) on `scenarios` (the engine)
+and BENCH_SCENARIO_TRIGGER_WORKERS (2) on `trigger` (the history drain, event-driven entries and
+advances, single sends). A send step's crowd of rows goes to bulk. The mailings tick
+(mailings_tick, ledger_sweep, dispatch_tick) runs every second in a thread, and a second thread
+enqueues `scenarios_tick_task` every 2 s, as beat does.
 
 Baseline: a broadcast of the same template to the same `size` subscribers, launched with
 `mailing_launch` and timed to its last ledger row (the dispatch benchmark's path). Its seconds a
@@ -25,7 +24,7 @@ transition_set): s1 entry.segment (a dynamic segment of every profile, members_a
 send -> s3 wait 0 s -> s4 condition (loyalty_points >= 10,000, about half) -> yes: s5 send,
 no: s6 exit; s5 -> s6. `scenario_activate` publishes it (the send steps' trigger mailings) and
 queues the members' entry (a task on the scenarios queue: one INSERT per chunk); the engine's advance tasks on the scenarios queue move
-them, the send steps add ledger rows through `fires_insert`, the trigger queue sends them. The
+them, the send steps add ledger rows through `fires_insert`, the bulk queue sends them (a crowd of rows; a few go to trigger). The
 clock runs from the activation until every participation is closed and every ledger row of the
 two send steps is terminal; every participation must be completed and every row sent.
 
@@ -60,14 +59,19 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
 
-def split_workers() -> tuple[int, int]:
-    """(scenarios workers, trigger workers): BENCH_SCENARIO_WORKERS (default: the dispatch
-    benchmark's count, one per core and one more) processes, BENCH_SCENARIO_ENGINE_WORKERS (1) of
-    them on the scenarios queue and the rest (at least one) on the trigger queue, as the Procfile
-    splits them; the baseline's broadcast gets the same number of processes on the bulk queue."""
-    total = max(2, _env_int("BENCH_SCENARIO_WORKERS", worker_count()))
-    engine = min(max(1, _env_int("BENCH_SCENARIO_ENGINE_WORKERS", 1)), total - 1)
-    return engine, total - engine
+def split_workers() -> tuple[int, int, int]:
+    """(scenarios, trigger, bulk) worker processes for the scenario run, the Procfile's shape:
+    BENCH_SCENARIO_ENGINE_WORKERS (1) on `scenarios` (the engine), BENCH_SCENARIO_TRIGGER_WORKERS (2)
+    on `trigger` (the history drain, event-driven entries and advances, single sends: two, as the
+    Procfile has, because a drain may hold one for seconds while events keep coming) and
+    BENCH_SCENARIO_WORKERS (default: the dispatch benchmark's count, one per core and one more) on
+    `bulk` at nice 10 (a send step's crowd of rows), as the Procfile runs it. The baseline's
+    broadcast gets the same bulk processes; the engine and trigger processes are what the
+    scenario needs on top of a broadcast's."""
+    bulk = max(1, _env_int("BENCH_SCENARIO_WORKERS", worker_count()))
+    engine = max(1, _env_int("BENCH_SCENARIO_ENGINE_WORKERS", 1))
+    trigger = max(1, _env_int("BENCH_SCENARIO_TRIGGER_WORKERS", 2))
+    return engine, trigger, bulk
 
 
 # --- building the scenarios ---------------------------------------------------------------------------
@@ -337,12 +341,12 @@ def run(size: int) -> Result:
     ticks = beat = None
     watch = Watch()
     fired: dict[int, float] = {}
-    n_scenarios, n_trigger = split_workers()
-    detail(f"workers: baseline {n_scenarios + n_trigger} on bulk; scenarios {n_scenarios} on scenarios + {n_trigger} on "
-           "trigger,bulk (solo pool each)")
+    n_scenarios, n_trigger, n_bulk = split_workers()
+    detail(f"workers (solo pool each): baseline {n_bulk} on bulk (nice 10); scenario {n_scenarios} on scenarios + "
+           f"{n_trigger} on trigger + {n_bulk} on bulk (nice 10)")
     try:
-        for i in range(n_scenarios + n_trigger):
-            bulk.start(f"bulk{i + 1}", "bulk")
+        for i in range(n_bulk):
+            bulk.start(f"bulk{i + 1}", "bulk", nice=10)
         bulk.wait_ready()
         ticks = TickLoop(interval=1.0).start()
         per_message = baseline(seeded, size, bulk)
@@ -351,9 +355,11 @@ def run(size: int) -> Result:
         for i in range(n_scenarios):
             workers.start(f"scenarios{i + 1}", "scenarios")
         for i in range(n_trigger):
-            # The send steps' crowds of rows (a batch of trips) go to the bulk queue; single
-            # event-driven sends, urgent advances and the history drain to the trigger queue.
-            workers.start(f"trigger{i + 1}", "trigger,bulk")
+            # Single event-driven sends, urgent advances and the history drain.
+            workers.start(f"trigger{i + 1}", "trigger")
+        for i in range(n_bulk):
+            # The send steps' crowds of rows (a batch of trips).
+            workers.start(f"bulk{i + 1}", "bulk", nice=10)
         workers.wait_ready()
         with phase("build (authoring services)"):
             built = build_welcome(seeded, actor)

@@ -92,6 +92,23 @@ class Sink:
 # --- workers ------------------------------------------------------------------------------------
 
 
+def autogroup_nice(pid: int, nice: int) -> None:
+    """Make `nice` count against the other processes of the benchmark. Each worker is started in
+    its own session (start_new_session: it is stopped with killpg), and with the kernel's
+    autogroup scheduling (sched_autogroup_enabled=1, Debian's default) a session is its own
+    scheduling group: CPU is shared between the groups first, and a process's nice value only
+    weighs inside its group. A niced bulk worker alone in its session would get as much CPU as
+    gunicorn's whole group. Setting the group's nice (/proc/PID/autogroup) restores what the
+    Procfile's `nice -n 10` means. Without autogroup (or without the file) nothing is needed."""
+    flag = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    try:
+        if flag.read_text().strip() != "1":
+            return
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+    except OSError:
+        pass
+
+
 @dataclass
 class Worker:
     name: str
@@ -142,6 +159,8 @@ class Workers:
         with open(worker.log, "ab") as log:
             worker.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
+        if nice:
+            autogroup_nice(worker.proc.pid, nice)
         self.workers.append(worker)
         return worker
 

@@ -15,9 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db import connection, transaction
 from django.utils import timezone
 
+from cdp.counters import deltas_compact
 from mailings.models import MailingStat
 
 StatKey = tuple[int, int, int | None, str, int | None]  # account, mailing, run, metric, link
@@ -41,31 +41,8 @@ def stats_add(deltas: Counter[StatKey] | dict[StatKey, int] | Iterable[tuple[Sta
 
 
 def stats_compact(*, mailing_id: int | None = None, min_rows: int = 200) -> int:
-    """Fold the deltas of each mailing with at least `min_rows` rows into one row per (run, metric,
-    link, bucket). Safe beside concurrent writers: it replaces only the rows it read, in one
-    transaction. Returns how many rows it removed."""
-    qs = MailingStat.objects.all()
-    if mailing_id is not None:
-        qs = qs.filter(mailing_id=mailing_id)
-    from django.db.models import Count, Sum
-
-    heavy = [r["mailing_id"] for r in qs.values("mailing_id").annotate(n=Count("id")).filter(n__gte=min_rows)]
-    removed = 0
-    for mid in heavy:
-        with transaction.atomic():
-            top = MailingStat.objects.filter(mailing_id=mid).order_by("-id").values_list("id", flat=True).first()
-            if top is None:
-                continue
-            base = MailingStat.objects.filter(mailing_id=mid, id__lte=top)
-            if connection.vendor == "postgresql":
-                # Lock exactly the rows folded, so two compactions never fold the same rows twice.
-                list(base.select_for_update().values_list("id", flat=True))
-            sums = list(base.values("account_id", "run_id", "metric", "link_id", "bucket").annotate(total=Sum("delta")))
-            n, _ = base.delete()
-            MailingStat.objects.bulk_create([
-                MailingStat(account_id=s["account_id"], mailing_id=mid, run_id=s["run_id"], metric=s["metric"],
-                            link_id=s["link_id"], bucket=s["bucket"], delta=s["total"])
-                for s in sums if s["total"]
-            ])
-            removed += n - sum(1 for s in sums if s["total"])
-    return removed
+    """Fold the deltas of each mailing with at least `min_rows` rows (or of the one named) into one
+    row per (run, metric, link, bucket): `cdp.counters.deltas_compact`. Safe beside concurrent
+    writers. Returns how many rows it removed."""
+    return deltas_compact(MailingStat, owner="mailing_id", keys=("account_id", "run_id", "metric", "link_id", "bucket"),
+                          value="delta", owner_id=mailing_id, min_rows=min_rows)

@@ -117,7 +117,33 @@ def _sniff_encoding(head: bytes) -> str:
         codecs.getincrementaldecoder("utf-8")("strict").decode(head, final=False)
         return "utf-8"
     except UnicodeDecodeError:
-        return "cp1251"
+        return _single_byte_guess(head)
+
+
+def _single_byte_guess(head: bytes) -> str:
+    """Cyrillic (cp1251) or Western European (cp1252, a superset of latin-1's printable range) for
+    a file that is not UTF-8. Both put letters in the upper half, so the byte values alone do not
+    tell; the words do: Cyrillic words are made of upper-half bytes only (runs of them), while
+    Western words are ASCII letters with an accented one here and there ("Jérôme", "Müller").
+    Each upper-half byte counts for Cyrillic when a neighbour is also in the upper half, for
+    Western when it sits beside an ASCII letter; ties go to Cyrillic, as before. The person can
+    always pick another encoding on the mapping screen."""
+    runs = beside_ascii = 0
+    last = len(head) - 1
+    for i, b in enumerate(head):
+        if b < 0x80:
+            continue
+        prev = head[i - 1] if i > 0 else 0x20
+        nxt = head[i + 1] if i < last else 0x20
+        if prev >= 0x80 or nxt >= 0x80:
+            runs += 1
+        elif _ascii_letter(prev) or _ascii_letter(nxt):
+            beside_ascii += 1
+    return "cp1252" if beside_ascii > runs else "cp1251"
+
+
+def _ascii_letter(b: int) -> bool:
+    return 0x41 <= b <= 0x5A or 0x61 <= b <= 0x7A
 
 
 def _looks_binary(head: bytes) -> bool:

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count
 
 from accounts.access import Actor
+from cdp.counters import deltas_compact
 from resources.models import ConsentRecord, Resource, Subscription, SubscriptionCount
 
 if TYPE_CHECKING:
@@ -88,35 +89,10 @@ def write_count_deltas(deltas: dict[tuple[int, int, str, str], int]) -> None:
 
 def subscription_counts_compact(*, resource_id: int | None = None, min_rows: int = 50) -> int:
     """Fold each resource's counter deltas into one row per channel and status (the scheduler runs
-    this). Only resources with at least `min_rows` rows, unless one is named. Returns the rows removed.
-
-    One statement per resource on PostgreSQL (the DELETE and the sums see one snapshot, so a delta
-    committed meanwhile is either folded or left as it is, never lost); SQLite runs one writer."""
-    qs = SubscriptionCount.objects.order_by()
-    if resource_id is not None:
-        targets = [resource_id]
-    else:
-        targets = list(qs.values_list("resource_id").annotate(n=Count("*")).filter(n__gte=min_rows).values_list("resource_id", flat=True))
-    removed = 0
-    table = SubscriptionCount._meta.db_table
-    for rid in targets:
-        with transaction.atomic(), connection.cursor() as cur:
-            if connection.vendor == "postgresql":
-                cur.execute(
-                    f"WITH d AS (DELETE FROM {table} WHERE resource_id = %s RETURNING account_id, resource_id, channel, status, delta), "  # noqa: S608
-                    f"i AS (INSERT INTO {table} (account_id, resource_id, channel, status, delta) SELECT account_id, resource_id, "
-                    f"channel, status, sum(delta) FROM d GROUP BY 1, 2, 3, 4 HAVING sum(delta) <> 0 RETURNING 1) "
-                    f"SELECT (SELECT count(*) FROM d) - (SELECT count(*) FROM i)",
-                    [rid],
-                )
-                removed += cur.fetchone()[0]
-            else:
-                sums = list(SubscriptionCount.objects.filter(resource_id=rid).values("account_id", "channel", "status")
-                            .annotate(total=Sum("delta")).order_by())
-                before, _ = SubscriptionCount.objects.filter(resource_id=rid).delete()
-                write_count_deltas({(x["account_id"], rid, x["channel"], x["status"]): x["total"] for x in sums})
-                removed += before - sum(1 for x in sums if x["total"])
-    return removed
+    this): `cdp.counters.deltas_compact`. Only resources with at least `min_rows` rows, unless one
+    is named. Returns the rows removed."""
+    return deltas_compact(SubscriptionCount, owner="resource_id", keys=("account_id", "channel", "status"), value="delta",
+                          owner_id=resource_id, min_rows=min_rows)
 
 
 def subscription_counts_rebuild(*, resource: Resource) -> None:

@@ -116,6 +116,13 @@ def _confirm_after_commit(sub: Subscription) -> None:
         transaction.on_commit(lambda: [h(sub) for h in CONFIRMATION_HANDLERS])
 
 
+def subscriptions_confirm_after_commit(subscriptions: Iterable[Subscription]) -> None:
+    """Ask each of these (now unconfirmed) subscriptions' owners to confirm, after commit: the
+    CONFIRMATION_HANDLERS (the double opt-in trigger mailing) for each, as a single change does."""
+    for sub in subscriptions:
+        _confirm_after_commit(sub)
+
+
 @transaction.atomic
 def subscription_create(
     *, profile: Profile, resource: Resource, channel: str, address: Any, actor: Actor, via: Via,

@@ -8,12 +8,11 @@ goal, stopped, erased, moved), failed (a step failure after its retries, or the 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from django.db import connection, transaction
 from django.db.models import Count, Sum
 
+from cdp.counters import deltas_compact
 from scenarios.models import Participation, Scenario, StepStat
 
 METRICS = ("entered", "passed", "exited", "failed")
@@ -48,29 +47,8 @@ def step_counts(scenario: Scenario) -> dict[str, dict[str, int]]:
 
 
 def stats_compact(*, scenario_id: int | None = None, min_rows: int = 200) -> int:
-    """Fold the deltas of each scenario with at least `min_rows` rows into one compacted row per
-    (step key, metric). Safe beside concurrent writers: it replaces exactly the rows it read, in
-    one transaction (locked on PostgreSQL). Returns how many rows it removed."""
-    qs = StepStat.objects.all()
-    if scenario_id is not None:
-        qs = qs.filter(scenario_id=scenario_id)
-    heavy = [r["scenario_id"] for r in qs.values("scenario_id").annotate(c=Count("id")).filter(c__gte=min_rows)]
-    removed = 0
-    for sid in heavy:
-        with transaction.atomic():
-            top = StepStat.objects.filter(scenario_id=sid).order_by("-id").values_list("id", flat=True).first()
-            if top is None:
-                continue
-            base = StepStat.objects.filter(scenario_id=sid, id__lte=top)
-            if connection.vendor == "postgresql":
-                list(base.select_for_update().values_list("id", flat=True))
-            sums: Counter[tuple[int, str, str]] = Counter()
-            for account_id, key, metric, total in base.values_list("account_id", "step_key", "metric").annotate(
-                    total=Sum("n")):
-                sums[(account_id, key, metric)] += int(total or 0)
-            n, _ = base.delete()
-            kept = [StepStat(account_id=a, scenario_id=sid, step_key=k, metric=m, n=t, compacted=True)
-                    for (a, k, m), t in sums.items() if t]
-            StepStat.objects.bulk_create(kept)
-            removed += n - len(kept)
-    return removed
+    """Fold the deltas of each scenario with at least `min_rows` rows (or of the one named) into one
+    compacted row per (step key, metric): `cdp.counters.deltas_compact`. Safe beside concurrent
+    writers. Returns how many rows it removed."""
+    return deltas_compact(StepStat, owner="scenario_id", keys=("account_id", "step_key", "metric"), value="n",
+                          owner_id=scenario_id, min_rows=min_rows, extra={"compacted": True})

@@ -107,6 +107,42 @@ def test_it_goes_on_for_profiles_it_cannot_or_need_not_change(world):
     assert world.subscriptions("email").get(profile_id=bounced).status == "bounced"
 
 
+def test_subscribing_never_confirms_for_the_person_nor_undoes_their_unsubscribe(world):
+    scenario = one_step(world, "subscription", {"resource_id": world.resource.pk, "channel": "email",
+                                                "status": "subscribed"})
+    waiting, left, paused = world.profile_ids[:3]
+    Subscription.objects.filter(profile_id=waiting, channel="email").update(status="unconfirmed")
+    Subscription.objects.filter(profile_id=left, channel="email").update(status="unsubscribed")
+    Subscription.objects.filter(profile_id=paused, channel="email").update(status="suspended")
+    outcomes = run(scenario, enter(scenario, [waiting, left, paused]))
+    assert [o.outcome for o in outcomes] == ["subscription awaits the person's confirmation",
+                                             "subscription unchanged: only the person can undo their unsubscribe",
+                                             "subscription subscribed"]
+    status = dict(world.subscriptions("email").filter(profile_id__in=[waiting, left, paused])
+                  .values_list("profile_id", "status"))
+    assert status == {waiting: "unconfirmed", left: "unsubscribed", paused: "subscribed"}
+
+
+def test_on_a_double_opt_in_channel_the_unsubscribed_are_asked_to_confirm(world, monkeypatch, django_capture_on_commit_callbacks):
+    from resources.services import subscriptions as subs_service
+
+    asked = []
+    monkeypatch.setattr(subs_service, "CONFIRMATION_HANDLERS", [lambda sub: asked.append((sub.profile_id, sub.status))])
+    world.resource.double_opt_in = ["email"]
+    world.resource.save(update_fields=["double_opt_in"])
+    scenario = one_step(world, "subscription", {"resource_id": world.resource.pk, "channel": "email",
+                                                "status": "subscribed"})
+    left = world.profile_ids[0]
+    Subscription.objects.filter(profile_id=left, channel="email").update(status="unsubscribed")
+    with django_capture_on_commit_callbacks(execute=True):
+        [o] = run(scenario, enter(scenario, [left]))
+    assert o.outcome == "subscription unconfirmed: the confirmation message was sent"
+    assert world.subscriptions("email").get(profile_id=left).status == "unconfirmed"
+    assert asked == [(left, "unconfirmed")]
+    record = ConsentRecord.objects.filter(profile_id=left).order_by("-id").first()
+    assert (record.old_status, record.new_status) == ("unsubscribed", "unconfirmed")
+
+
 def test_it_pauses_a_subscription_for_the_configured_days(world):
     scenario = one_step(world, "subscription", {"resource_id": world.resource.pk, "channel": "email",
                                                 "status": "suspended", "days": 14})

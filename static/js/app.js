@@ -48,6 +48,24 @@
     });
   });
   document.addEventListener("htmx:afterSwap", function (e) { autohideToasts(e.target); });
+  // An htmx request that failed (htmx swaps nothing on 4xx/5xx): say so in a toast. A short
+  // text/plain answer (an expired form's CSRF message, say) is shown as it is.
+  document.addEventListener("htmx:responseError", function (e) {
+    var xhr = e.detail.xhr, box = document.getElementById("toasts");
+    if (!box || !xhr) return;
+    var type = xhr.getResponseHeader("Content-Type") || "", text = "";
+    if (type.indexOf("text/plain") === 0 && xhr.responseText.length < 600) text = xhr.responseText;
+    if (!text) text = xhr.status >= 500 ? "Something went wrong on our side (" + xhr.status + "). Try again in a moment."
+      : "The request was refused (" + xhr.status + "). Reload the page and try again.";
+    var toast = document.createElement("div");
+    toast.className = "toast show align-items-center border-0 text-bg-danger";
+    toast.setAttribute("role", "alert");
+    toast.setAttribute("data-autohide", "true");
+    var row = document.createElement("div"); row.className = "d-flex";
+    var body = document.createElement("div"); body.className = "toast-body"; body.textContent = text;
+    row.appendChild(body); toast.appendChild(row); box.appendChild(toast);
+    autohideToasts(box);
+  });
   // <div hx-trigger="every 5s" data-poll-visible>: skip the poll while the tab is hidden. (Not an
   // hx-trigger "[filter]": htmx evaluates those with Function(), which the CSP forbids.)
   document.addEventListener("htmx:beforeRequest", function (e) {

@@ -264,15 +264,15 @@ def test_it_reads_utf16_latin1_and_mixed_encodings_and_reports_bytes_it_cannot_r
 
 
 @pytest.mark.django_db  # no worker: no committed data needed
-@pytest.mark.xfail(strict=True, reason="profiles.importing.reading._sniff_encoding takes any non-UTF-8 file for "
-                   "cp1251 (Cyrillic): a latin-1 file's accents are read as Cyrillic letters without a word; "
-                   "patch request in the FAULTS report")
-def test_it_sniffs_a_latin1_file_as_a_western_encoding():
+def test_it_sniffs_a_latin1_file_as_a_western_encoding_and_a_cyrillic_one_as_cp1251():
     from profiles.importing import sniff
 
-    data = "email;first_name\njerome@example.com;Jérôme Müller\n".encode("latin-1")
+    data = "email;first_name;city\njerome@example.com;Jérôme Müller;Besançon\n".encode("latin-1")
     info = sniff(io.BytesIO(data), size=len(data))
-    assert info.sample[0][1] == "Jérôme Müller", (info.encoding, info.sample)
+    assert (info.encoding, info.sample[0][1], info.sample[0][2]) == ("cp1252", "Jérôme Müller", "Besançon")
+    data = "email;first_name;city\nivan@example.com;Иван в Москве;Санкт-Петербург\n".encode("cp1251")
+    info = sniff(io.BytesIO(data), size=len(data))
+    assert (info.encoding, info.sample[0][1], info.sample[0][2]) == ("cp1251", "Иван в Москве", "Санкт-Петербург")
 
 
 @pytest.mark.django_db  # the upload service only, in this process: no worker, no committed data needed

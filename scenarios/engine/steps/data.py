@@ -21,7 +21,7 @@ from profiles.models import WRITABLE_SYSTEM_FIELDS, Profile, ProfileChange
 from profiles.services.profiles import Schema, apply_values, clean_values
 from resources.models import Resource, Status, Subscription
 from resources.services.common import Via
-from resources.services.subscriptions import subscriptions_set_status_bulk
+from resources.services.subscriptions import subscriptions_confirm_after_commit, subscriptions_set_status_bulk
 from scenarios.engine.steps import Handler, Item, Outcome, StepRun, same
 from segments.conditions import SegmentError
 from segments.models import Segment
@@ -133,7 +133,13 @@ def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
     the resources service (its transition rules, consent ledger and counters; actor: the
     system, source "scenario:<id>:<step>"). A profile without such a subscription goes on with
     outcome "no subscription"; one the rules do not let move (bounced, say) goes on unchanged.
-    "suspended" pauses for `config["days"]` days (default 30)."""
+    "suspended" pauses for `config["days"]` days (default 30).
+
+    Consent: an automation never speaks for the person. "subscribed" resumes a paused
+    subscription, but never confirms an unconfirmed one (only the person's click does), and never
+    undoes an unsubscribe by itself: on a channel with double opt-in the unsubscribed become
+    unconfirmed and get the confirmation message (they are asked); without double opt-in they stay
+    unsubscribed."""
     config = run.step.config or {}
     status, channel = str(config.get("status") or ""), str(config.get("channel") or "")
     if status not in (Status.SUBSCRIBED, Status.UNSUBSCRIBED, Status.SUSPENDED):
@@ -148,8 +154,26 @@ def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
         subs = list(Subscription.objects.select_for_update().filter(
             resource_id=resource.pk, channel=channel, profile_id__in={i.profile_id for i in items}).order_by("id"))
         before = {s.pk: s.status for s in subs}
-        moved = set(subscriptions_set_status_bulk(subscriptions=subs, status=status, actor=SYSTEM,
-                                                  via=Via(source=source_of(run)), reason=_label(run), until=until))
+        held: dict[int, str] = {}  # subscription -> why the system may not subscribe it
+        asked: list[Subscription] = []  # unsubscribed on a double opt-in channel: asked to confirm
+        if status == Status.SUBSCRIBED:
+            doi = resource.needs_confirmation(channel)
+            for sub in subs:
+                if sub.status == Status.UNCONFIRMED:
+                    held[sub.pk] = "subscription awaits the person's confirmation"
+                elif sub.status == Status.UNSUBSCRIBED and doi:
+                    asked.append(sub)
+                elif sub.status == Status.UNSUBSCRIBED:
+                    held[sub.pk] = "subscription unchanged: only the person can undo their unsubscribe"
+        asked_ids = {sub.pk for sub in asked}
+        free = [sub for sub in subs if sub.pk not in held and sub.pk not in asked_ids]
+        via = Via(source=source_of(run))
+        moved = set(subscriptions_set_status_bulk(subscriptions=free, status=status, actor=SYSTEM, via=via,
+                                                  reason=_label(run), until=until))
+        confirming = set(subscriptions_set_status_bulk(subscriptions=asked, status=Status.UNCONFIRMED, actor=SYSTEM,
+                                                       via=via, reason=_label(run)))
+        if confirming:
+            subscriptions_confirm_after_commit([sub for sub in asked if sub.pk in confirming])
     by_profile: dict[int, list[Subscription]] = defaultdict(list)
     for s in subs:
         by_profile[s.profile_id].append(s)
@@ -158,8 +182,12 @@ def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
         mine = by_profile.get(item.profile_id)
         if not mine:
             out.append(Outcome(exit="next", outcome=f"no subscription on {resource.name} {channel}"))
+        elif any(s.pk in confirming for s in mine):
+            out.append(Outcome(exit="next", outcome="subscription unconfirmed: the confirmation message was sent"))
         elif any(s.pk in moved for s in mine):
             out.append(Outcome(exit="next", outcome=f"subscription {status}"))
+        elif all(s.pk in held for s in mine):
+            out.append(Outcome(exit="next", outcome=held[mine[0].pk]))
         elif all(before[s.pk] == status for s in mine):
             out.append(Outcome(exit="next", outcome=f"subscription already {status}"))
         else:
