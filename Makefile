@@ -51,8 +51,11 @@ run: demo
 # The fault tests (tests/faults, RELIABILITY.md F1-F16) start real worker processes and
 # take a few minutes: a plain pytest leaves them out (tests/faults/conftest.py); `make test` runs
 # them as its second step and fails if either step failed.
+# The main suite runs on TEST_WORKERS pytest-xdist workers (auto: one a core; each worker has its
+# own test database, Redis db and var dir: cdp/settings.py); the fault tests stay serial.
+TEST_WORKERS ?= auto
 test: venv
-	@rc=0; $(BIN)/python -m pytest || rc=$$?; \
+	@rc=0; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal || rc=$$?; \
 	$(MAKE) --no-print-directory test-faults || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
 	exit $$rc
 

@@ -32,7 +32,9 @@ def current_account(request: HttpRequest) -> dict[str, Any]:
         "current_membership": membership,
         "can": _Can(membership),
         "SITE_NAME": settings.SITE_NAME,
-        "user_accounts": SimpleLazyObject(
+        # CurrentAccountMiddleware read them with the membership; the query is the fallback for a
+        # request it did not see (an error page before it ran).
+        "user_accounts": getattr(request, "user_accounts", None) or SimpleLazyObject(
             lambda: list(Account.objects.for_user(user)) if user and user.is_authenticated else []
         ),
     }

@@ -11,10 +11,12 @@ SESSION_KEY = "current_account_id"
 
 
 class CurrentAccountMiddleware:
-    """Sets `request.account` and `request.membership` for a signed-in user.
+    """Sets `request.account` and `request.membership` for a signed-in user, and
+    `request.user_accounts` (the accounts they belong to, by name: the account switcher's list).
 
     The current account is kept in the session; if it is missing or the user no longer belongs
-    to it, the first account the user belongs to is used. One query per request.
+    to it, the account used last is taken. One query per request: every membership of the user
+    with its account (a person belongs to a handful), so the layout needs no second query.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -24,17 +26,16 @@ class CurrentAccountMiddleware:
         request.account = None
         request.membership = None
         if request.user.is_authenticated and not request.path.startswith("/api/"):
-            memberships = Membership.objects.filter(user=request.user).select_related("account")
+            # The account used last first, so signing in lands where the person left off.
+            memberships = list(Membership.objects.filter(user=request.user).select_related("account")
+                               .order_by(F("last_seen_at").desc(nulls_last=True), "account__name", "account_id"))
             wanted = request.session.get(SESSION_KEY)
-            membership = None
-            if wanted is not None:
-                membership = memberships.filter(account_id=wanted).first()
-            if membership is None:
-                # The account used last, so signing in lands where the person left off.
-                membership = memberships.order_by(F("last_seen_at").desc(nulls_last=True), "account__name").first()
-                if membership is not None:
-                    request.session[SESSION_KEY] = membership.account_id
+            membership = next((m for m in memberships if m.account_id == wanted), None) if wanted is not None else None
+            if membership is None and memberships:
+                membership = memberships[0]
+                request.session[SESSION_KEY] = membership.account_id
             if membership is not None:
                 request.membership = membership
                 request.account = membership.account
+            request.user_accounts = sorted((m.account for m in memberships), key=lambda a: (a.name, a.pk))
         return self.get_response(request)

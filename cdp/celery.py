@@ -15,11 +15,66 @@ import os
 from datetime import timedelta
 
 from celery import Celery
+from celery.fixups.django import DjangoFixup, DjangoWorkerFixup
+from celery.signals import celeryd_init
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 
-app = Celery("cdp")
+
+# What a worker reverses with (links in messages, invitations, exports): every route but the API's.
+WORKER_URLCONF = "cdp.urls_pages"
+
+
+class _WorkerFixup(DjangoWorkerFixup):
+    """Celery's Django worker fixup, whose start-up system checks skip the "urls" tag: they would
+    import cdp.urls, every view and form and the API's routers and schemas, before the first task
+    (issue 8: a worker's peak RSS <= 150 MB). Celery ignores what the checks report anyway;
+    `manage.py check`, migrate and the web run them all. CELERY_SKIP_CHECKS still skips every check."""
+
+    def validate_models(self) -> None:
+        from django.core.checks.registry import registry
+
+        self.django_setup()
+        if not os.environ.get("CELERY_SKIP_CHECKS"):
+            for check in registry.get_checks():  # what run_checks() runs (untagged ones too), but "urls"
+                if "urls" not in check.tags:
+                    check(app_configs=None, databases=None)
+
+
+class _DjangoFixup(DjangoFixup):
+    @property
+    def worker_fixup(self) -> DjangoWorkerFixup:
+        if self._worker_fixup is None:
+            self._worker_fixup = _WorkerFixup(self.app)
+        return self._worker_fixup
+
+    @worker_fixup.setter
+    def worker_fixup(self, value: DjangoWorkerFixup) -> None:
+        self._worker_fixup = value
+
+
+def django_fixup(app: Celery) -> DjangoFixup | None:
+    """Celery's own `celery.fixups.django:fixup`, with the worker fixup above."""
+    if os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return _DjangoFixup(app).install()
+    return None
+
+
+@celeryd_init.connect
+def worker_urlconf(**_: object) -> None:
+    """A worker process (`celery worker`, after Django is set up, before any task) reverses with
+    WORKER_URLCONF: the same paths and names as cdp.urls without importing the API (~15 MB a
+    process), which a worker never serves or reverses. Not in tests' in-process workers: they
+    share the test process's URLconf."""
+    from django.conf import settings
+    from django.urls import clear_url_caches
+
+    settings.ROOT_URLCONF = WORKER_URLCONF
+    clear_url_caches()
+
+
+app = Celery("cdp", fixups=["cdp.celery:django_fixup"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name, routing_key=name) for name in ("trigger", "scenarios", "default", "bulk")]
 app.conf.task_routes = {

@@ -20,6 +20,12 @@ from cdp.ops.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("CDP_VAR_DIR", default=str(BASE_DIR / "var")))
+# Set by pytest-xdist in each test worker process (gwN), before the settings are imported: that
+# worker gets its own var dir (VAR_DIR/xdist-gwN) and Redis db (REDIS_URL's db + N), as tests clear
+# the cache and take locks. Not for production.
+_XDIST_WORKER = environ.Env().str("PYTEST_XDIST_WORKER", default="")
+if _XDIST_WORKER:
+    VAR_DIR = VAR_DIR / f"xdist-{_XDIST_WORKER}"
 
 env = environ.Env()
 if (BASE_DIR / ".env").exists():
@@ -135,6 +141,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, Celery ---------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL and _XDIST_WORKER:
+    from urllib.parse import urlsplit, urlunsplit
+
+    _redis = urlsplit(REDIS_URL)
+    _redis_db = int(_redis.path.strip("/") or 0) + int(_XDIST_WORKER.removeprefix("gw") or 0)
+    REDIS_URL = urlunsplit(_redis._replace(path=f"/{_redis_db}"))
 
 if REDIS_URL:
     CACHES = {
@@ -257,6 +269,7 @@ MESSAGE_TAGS = {40: "danger"}  # Bootstrap's name for error
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_FAILURE_VIEW = "cdp.csrf.csrf_failure"  # the platform's layout (Django's page has an inline style the CSP blocks)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

@@ -191,8 +191,12 @@ class Table:
 
     @property
     def count_label(self) -> str:
-        """"42 results" or "1,000+ results", from a COUNT bounded by count_limit."""
-        n = self.filtered.order_by()[: self.count_limit + 1].count()
+        """"42 results" or "1,000+ results", from a COUNT bounded by count_limit; no query when
+        the page holds every row (no page before or after it): its rows are the count."""
+        if not self.has_prev and not self.has_next:
+            n = len(self.rows)
+        else:
+            n = self.filtered.order_by()[: self.count_limit + 1].count()
         if n > self.count_limit:
             return f"{self.count_limit:,}+ results"
         return f"{n:,} result" + ("" if n == 1 else "s")

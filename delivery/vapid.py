@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from delivery.backends._http import b64url, b64url_decode
+
+# base64url without padding (RFC 7515 / RFC 8292). Here, not in delivery.backends._http (which
+# uses b64url for its JWTs): the providers page imports this module, and _http imports httpx
+# (with rich and pygments, ~5 MB) that a process only needs to send through an HTTP provider.
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str | bytes) -> bytes:
+    raw = text.encode("ascii") if isinstance(text, str) else text
+    return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
 
 
 class VapidKeyError(ValueError):

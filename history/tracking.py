@@ -317,9 +317,13 @@ def hit_id(kind: str, c: Claims, when: datetime) -> str:
     return f"{digest}-{int(when.timestamp()) // REPLAY_WINDOW}"
 
 
+def _replay_key(kind: str, token: str) -> str:
+    return "hit:" + hashlib.sha256(f"{kind}:{token}".encode()).hexdigest()[:32]
+
+
 def is_replay(kind: str, token: str) -> bool:
     """The same hit (token and kind) seen in the last few seconds: a concurrent or quick replay."""
-    key = "hit:" + hashlib.sha256(f"{kind}:{token}".encode()).hexdigest()[:32]
+    key = _replay_key(kind, token)
     try:
         return not cache.add(key, 1, timeout=REPLAY_WINDOW)
     except Exception:  # the cache being down must not stop tracking
@@ -347,6 +351,44 @@ def record_hit(hit: dict[str, Any]) -> str:
     except DatabaseError:
         log.exception("tracking: hit lost (Redis and the database are unavailable): %s", hit)
         return "lost"
+
+
+# is_replay's mark, record_hit's RPUSH and drain flag in one Redis round trip: the hit is pushed
+# only when its mark was not there (SET NX). 0: a replay; 1: buffered; 2: buffered, drain to enqueue.
+_RECORD_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', 1) then return 2 end
+return 1
+"""
+_script: list[Any] = []  # [(client, registered script)]
+
+
+def _buffer_once(replay_key: str, payload: str) -> int:
+    """Run _RECORD_ONCE (EVALSHA, loaded once per client): 0 replay, 1 buffered, 2 and drain."""
+    client = _redis()
+    if not _script or _script[0][0] is not client:
+        _script[:] = [(client, client.register_script(_RECORD_ONCE))]
+    return int(_script[0][1](keys=[cache.make_and_validate_key(replay_key), HITS_KEY, DRAIN_FLAG],
+                             args=[REPLAY_WINDOW, payload]))
+
+
+def record_hit_once(kind: str, token: str, hit: dict[str, Any]) -> str:
+    """`is_replay`, then `record_hit` unless it is one, in ONE Redis round trip (a script) on the
+    tracking endpoints' hot path: "replay", "buffered", "stored" or "lost". The replay mark is the
+    cache key `is_replay` uses. Without Redis, or when the script fails, the two steps as they are."""
+    if settings.REDIS_URL:
+        try:
+            got = _buffer_once(_replay_key(kind, token), json.dumps(hit, separators=(",", ":")))
+        except Exception:
+            log.warning("tracking: Redis script unavailable, recording in two steps", exc_info=True)
+        else:
+            if got == 2:
+                _enqueue_drain()
+            return "replay" if got == 0 else "buffered"
+    if is_replay(kind, token):
+        return "replay"
+    return record_hit(hit)
 
 
 def _enqueue_drain() -> None:

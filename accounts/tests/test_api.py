@@ -233,6 +233,32 @@ def test_keys_are_per_account(api, api_token, acme, globex):
     assert Invitation.objects.filter(email="same@x.test").count() == 2
 
 
+def test_a_completed_key_past_its_ttl_runs_again(api, api_token, acme, settings):
+    client = api(api_token(acme))
+    headers = {"Idempotency-Key": "old"}
+    assert client.post("/api/v1/account/invitations", {"email": "d@acme.test"}, headers=headers).status_code == 201
+    IdempotencyKey.objects.filter(key="old").update(
+        created_at=timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS, minutes=1))
+    second = client.post("/api/v1/account/invitations", {"email": "e@acme.test"}, headers=headers)
+    assert second.status_code == 201 and "Idempotent-Replayed" not in second
+    assert Invitation.objects.filter(email="e@acme.test").exists()
+    assert IdempotencyKey.objects.get(key="old").completed_at is not None
+
+
+def test_a_revoked_token_with_an_idempotency_key_is_401_at_once(api, api_token, acme):
+    from accounts.access import Actor
+    from accounts.services import api_token_revoke
+
+    raw = api_token(acme)
+    client = api(raw)
+    payload = {"email": "f@acme.test"}
+    assert client.post("/api/v1/account/invitations", payload, headers={"Idempotency-Key": "a"}).status_code == 201
+    api_token_revoke(token=ApiToken.objects.get(), actor=Actor.system())  # the process had it cached
+    response = client.post("/api/v1/account/invitations", {"email": "g@acme.test"}, headers={"Idempotency-Key": "b"})
+    assert response.status_code == 401
+    assert not IdempotencyKey.objects.filter(key="b").exists()
+
+
 def test_a_key_still_in_progress_is_409_and_a_stale_one_is_freed(api, api_token, acme):
     client = api(api_token(acme))
     IdempotencyKey.objects.create(account=acme, key="busy", request_hash="x", method="POST", path="/api/v1/account/invitations")

@@ -109,7 +109,10 @@ class TokenAuth(HttpBearer):
         now = timezone.now()
         if api_token.last_used_at is None or now - api_token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now)
-            api_token.last_used_at = now  # the cached object too, or every request would write it
+            api_token.last_used_at = now
+            cached = _TOKENS.get(api_token.token_hash)
+            if cached is not None:  # the cached object too (requests get copies), or every request would write it
+                cached.last_used_at = now
         return api_token
 
 

@@ -16,10 +16,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from accounts.models import IdempotencyKey
+from cdp import confcache
 from cdp.api.auth import bearer_from, token_lookup
 from cdp.api.errors import error_response, too_big_response
 
@@ -33,6 +35,37 @@ def _request_hash(request: HttpRequest) -> str:
     h.update(request.method.encode() + b" " + request.get_full_path().encode() + b"\n")
     h.update(request.body)
     return h.hexdigest()
+
+
+def _create(**values: object) -> IdempotencyKey | None:
+    """INSERT the key's row; None when the key is taken. Outside a transaction the INSERT is its
+    own (one round trip, a conflict spoils nothing); inside one, in a savepoint."""
+    try:
+        if not transaction.get_connection().in_atomic_block:
+            return IdempotencyKey.objects.create(**values)
+        with transaction.atomic():
+            return IdempotencyKey.objects.create(**values)
+    except IntegrityError:
+        return None
+
+
+def _claim(request: HttpRequest, account: object, key: str, digest: str) -> IdempotencyKey | None:
+    """The key's row made for this request, or None when another request holds the key (the
+    caller replays it). A first request's key is one INSERT; only a key already taken is looked
+    at again: one kept past API_IDEMPOTENCY_TTL_HOURS, or whose first request has not finished
+    within IN_PROGRESS_TIMEOUT (taken to have died), is free again and made anew."""
+    values = {"account": account, "key": key, "request_hash": digest, "method": request.method,
+              "path": request.path[:500]}
+    record = _create(**values)
+    if record is not None:
+        return record
+    now = timezone.now()
+    ttl = timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
+    with transaction.atomic():
+        freed, _ = IdempotencyKey.objects.filter(account=account, key=key).filter(
+            Q(created_at__lt=now - ttl) | Q(completed_at__isnull=True, created_at__lt=now - IN_PROGRESS_TIMEOUT)
+        ).delete()
+        return _create(**values) if freed else None
 
 
 class ApiMiddleware:
@@ -60,7 +93,9 @@ class ApiMiddleware:
                 400, "Idempotency-Key must be 1 to 255 printable characters.", code="invalid_idempotency_key",
                 details=[{"loc": ["header", "Idempotency-Key"], "message": "1-255 printable characters"}],
             )
-        token = token_lookup(bearer_from(request))
+        # The per-process token cache, checked against the configuration generation (one Redis
+        # read; the authentication then finds the token on the request and looks nothing up).
+        token = token_lookup(bearer_from(request), cached=confcache.check())
         if token is None:
             return self.get_response(request)  # the endpoint answers 401
         request.api_token = token
@@ -68,18 +103,8 @@ class ApiMiddleware:
             digest = _request_hash(request)
         except RequestDataTooBig:
             return too_big_response()
-        now = timezone.now()
-        ttl = timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
-        try:
-            with transaction.atomic():
-                IdempotencyKey.objects.filter(account=token.account, key=key, created_at__lt=now - ttl).delete()
-                IdempotencyKey.objects.filter(
-                    account=token.account, key=key, completed_at__isnull=True, created_at__lt=now - IN_PROGRESS_TIMEOUT
-                ).delete()
-                record = IdempotencyKey.objects.create(
-                    account=token.account, key=key, request_hash=digest, method=request.method, path=request.path[:500]
-                )
-        except IntegrityError:
+        record = _claim(request, token.account, key, digest)
+        if record is None:
             return self._replay(request, token.account, key, digest)
 
         response = self.get_response(request)

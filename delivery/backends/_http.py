@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 import ssl
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from delivery import netpolicy
 from delivery.backends.base import BaseBackend, DeliveryError, OutboundMessage, SendResult
+from delivery.vapid import b64url
 
 # Seconds. Providers answer in well under a second; a slow one must not hold a worker long.
 DEFAULT_TIMEOUT = 10.0
@@ -214,15 +214,6 @@ def dotted_get(data: Any, path: str) -> Any:
         if current is None:
             return None
     return current
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str | bytes) -> bytes:
-    raw = text.encode("ascii") if isinstance(text, str) else text
-    return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
 
 
 def jwt_encode(

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -29,7 +30,9 @@ from history.tracking import Claims, click_url, links_ensure, make_token, open_u
 
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
 APPLE_MAIL = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)"
-TRACKING_REDIS_DB = 7  # the Redis-path tests' own database (the cache of the suite uses REDIS_URL's)
+# The Redis-path tests' own database (the cache of the suite uses REDIS_URL's); one a pytest-xdist
+# worker (gwN: 7 + N), as the buffer's keys are fixed and each test empties it.
+TRACKING_REDIS_DB = 7 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 OPENED, CLICKED = 5, 6
 SENT_AT = int(time.time()) - 3600  # fixed: a message's tokens do not change between its opens
 
@@ -45,6 +48,10 @@ def _clear_buffer() -> None:
     client = redis.Redis.from_url(tracking.settings.REDIS_URL, socket_connect_timeout=0.5)
     try:
         client.delete(tracking.HITS_KEY, tracking.DRAIN_FLAG, tracking.DRAIN_LOCK)
+        # The replay marks too (the one-round-trip path keeps them in this Redis): on SQLite ids,
+        # and so tokens, repeat between tests within the replay window.
+        for key in client.scan_iter(match="*hit:*", count=1000):
+            client.delete(key)
     except redis.RedisError:  # a test pointing REDIS_URL at a closed port
         pass
     finally:
@@ -290,6 +297,7 @@ def test_with_the_replay_check_down_the_same_open_is_still_stored_once(client, a
         raise ConnectionError("cache down")
 
     monkeypatch.setattr(tracking.cache, "add", down)
+    monkeypatch.setattr(tracking, "_buffer_once", down)  # the one-round-trip check and buffering too
     for _ in range(3):
         assert _open(client, _claims(anna)).status_code == 200
     settle()
@@ -423,6 +431,20 @@ def test_with_redis_a_repeated_click_needs_no_database_query(client, anna, ben, 
         response = client.get(_path(click_url(_claims(ben), sale)), HTTP_USER_AGENT=BROWSER)
     assert response["Location"] == "https://shop.example.com/sale?utm_source=news"
     assert tracking.drain() == 2
+
+
+def test_with_redis_the_same_open_within_the_window_is_buffered_once_in_one_round_trip(client, anna, redis_buffer,
+                                                                                       monkeypatch):
+    r, _enqueued = redis_buffer
+    calls = []
+    real = tracking._buffer_once
+    monkeypatch.setattr(tracking, "_buffer_once", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(tracking, "is_replay", lambda *a: pytest.fail("the two-step path was taken"))
+    for _ in range(3):
+        assert _open(client, _claims(anna)).status_code == 200
+    assert len(calls) == 3 and r.llen(tracking.HITS_KEY) == 1  # one script call per hit, the replays pushed nothing
+    assert tracking.drain() == 1
+    assert _events(OPENED).count() == 1
 
 
 def test_hits_of_one_second_ask_for_one_drain(client, anna, ben, redis_buffer):

@@ -21,12 +21,11 @@ NO_STORE = "no-store, no-cache, must-revalidate, max-age=0, private"
 
 
 def _record(request: HttpRequest, kind: str, token: str, claims: tracking.Claims) -> None:
-    if tracking.is_replay(kind, token):
-        return
+    """The replay check and the buffering in one Redis round trip (tracking.record_hit_once)."""
     ua = request.headers.get("User-Agent", "")
     reason = tracking.machine_reason(method=request.method or "GET", user_agent=ua, ip=client_ip(request),
                                      sent_at=claims.sent_at, now=tracking.now_epoch(), kind=kind)
-    tracking.record_hit(tracking.hit_payload(kind, claims, reason=reason, user_agent=ua))
+    tracking.record_hit_once(kind, token, tracking.hit_payload(kind, claims, reason=reason, user_agent=ua))
 
 
 @require_http_methods(["GET", "HEAD"])

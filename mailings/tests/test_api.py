@@ -158,6 +158,19 @@ def test_it_fires_a_trigger_once_per_idempotency_key(world, marketer, receipt):
     assert Run.objects.get(mailing=receipt).planned == 1
 
 
+def test_a_trigger_call_reads_little(world, marketer, receipt, django_assert_max_num_queries):
+    """The trigger API is on the load benchmark's hot path: once the day's run exists and the
+    token is known, a call is its key, the mailing, the profile, the subscription and its skip
+    test, the day run, the ledger and counter inserts, `planned`, the row and the key's answer
+    (plus the savepoints the test's own transaction adds)."""
+    body = {"profile": {"email": "person0@example.com"}, "data": {"order": {"id": "1"}}}
+    assert marketer.post(f"{BASE}/{receipt.pk}/trigger", body, headers={"Idempotency-Key": "warm"}).status_code == 202
+    with django_assert_max_num_queries(15):
+        r = marketer.post(f"{BASE}/{receipt.pk}/trigger", body, headers={"Idempotency-Key": "next"})
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    assert Run.objects.get(mailing=receipt).planned == 2
+
+
 def test_it_upserts_the_profile_before_firing(world, marketer, receipt):
     from profiles.models import Profile
     from resources.models import Subscription

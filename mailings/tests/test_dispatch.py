@@ -583,10 +583,10 @@ def test_it_does_not_send_a_row_the_sweeper_took_meanwhile(run, monkeypatch):
 
 
 @pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL")
-def test_it_shares_a_domains_backoff_with_other_workers_through_redis(run, monkeypatch):
+def test_it_shares_a_domains_backoff_with_other_workers_through_redis(run, monkeypatch, settings):
     import redis
 
-    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client = redis.Redis.from_url(settings.REDIS_URL)  # this xdist worker's db, not the environment's
     prefix = f"test-dispatch-{uuid.uuid4().hex}:"
     monkeypatch.setattr(dispatch_common, "get_throttle", lambda: Throttle(client, prefix=prefix))
     locmem.fail("person0@example.com", "421 4.7.0 Too many connections, slow down")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import threading
 import time
 import uuid
 
 import pytest
+from django.conf import settings
 
 from mailings import throttle as throttle_module
 from mailings.throttle import (
@@ -24,7 +24,8 @@ from mailings.throttle import (
     split_by_domain,
 )
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+# The settings' URL, not the environment's: under pytest-xdist each worker has its own Redis db.
+REDIS_URL = settings.REDIS_URL
 CLOSED_PORT = "redis://127.0.0.1:1/0"  # nothing listens there: an unreachable Redis
 
 

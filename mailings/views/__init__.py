@@ -25,12 +25,14 @@ def can_edit(request: HttpRequest) -> bool:
     return request.membership.can(Perm.MAILINGS_EDIT)
 
 
-def get_mailing(request: HttpRequest, pk: int) -> Mailing:
-    """The current account's mailing (Http404 for another account's or none)."""
-    return get_object_or_404(
-        Mailing.objects.for_account(request.account).select_related("account", "resource", "template", "sender",
-                                                                    "provider", "database"),
-        pk=pk)
+def get_mailing(request: HttpRequest, pk: int, *, related: bool = True) -> Mailing:
+    """The current account's mailing (Http404 for another account's or none), with the objects it
+    names unless `related` is False: a page that shows none of them (the report) skips the six
+    joins and their columns."""
+    qs = Mailing.objects.for_account(request.account)
+    if related:
+        qs = qs.select_related("account", "resource", "template", "sender", "provider", "database")
+    return get_object_or_404(qs, pk=pk)
 
 
 def get_run(request: HttpRequest, mailing: Mailing, raw: str | int | None) -> Run | None:

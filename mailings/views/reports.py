@@ -47,7 +47,7 @@ def _chart(report: selectors.Report, tz: Any) -> dict[str, Any] | None:
 @require_GET
 @account_required(Perm.REPORTS_VIEW)
 def mailing_report(request: HttpRequest, pk: int) -> HttpResponse:
-    mailing = get_mailing(request, pk)
+    mailing = get_mailing(request, pk, related=False)  # the report names none of its objects
     run = get_run(request, mailing, request.GET.get("run"))
     report = selectors.mailing_report(mailing=mailing, run=run)
     context = {

@@ -51,6 +51,16 @@ def test_it_lists_scenarios_with_state_entries_and_figures(login, alice, world, 
     assert 'data-testid="completed">1<' in row
 
 
+def test_the_list_keeps_its_query_budget(login, alice, world, scenario, draft_scenario, django_assert_max_num_queries):
+    client = login(alice)
+    client.get(_url("list"))
+    # session, user, memberships with their accounts, the page, its figures (participants by state,
+    # entry kinds), the import form's databases; no count: the page holds every row
+    with django_assert_max_num_queries(7):
+        body = client.get(_url("list")).content.decode()
+    assert body.count("data-scenario=") == 2 and 'data-testid="count">2 results<' in body
+
+
 def test_it_searches_the_list(login, alice, world, scenario, draft_scenario):
     body = login(alice).get(_url("list"), {"q": "draft"}).content.decode()
     assert "Draft journey" in body and "Welcome journey" not in body

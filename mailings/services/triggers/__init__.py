@@ -250,17 +250,29 @@ def trigger_fire(*, mailing: Mailing, profile: Profile, data: Mapping[str, Any] 
     the same key again returns the same row, whatever `data` says. Raises MailingError when the
     mailing cannot be fired, the data is not an object, or the profile has no subscription on
     the mailing's resource and channel. `actor` is accepted for the audit trail of callers; one
-    fired message is not an audit event (the ledger row is its record)."""
+    fired message is not an audit event (the ledger row is its record).
+
+    On the hot path of the trigger API, so the common case is a few round trips: the insert is
+    tried first (`ON CONFLICT DO NOTHING` on the trigger key is what makes a repeat insert
+    nothing, so no look-up before it is needed), the day run's `planned` is raised last (the row
+    lock every concurrent call takes is held for that one statement and the commit), and the row
+    is read by primary key before the commit: the answer is the row as fired (`queued`), not
+    whatever a fast trigger worker made of it after the commit hand-off. Only a repeat (nothing
+    inserted) or bad data looks the key up."""
     trigger_firable(mailing)
     if profile.database_id != mailing.database_id or profile.account_id != mailing.account_id:
         raise MailingError({"profile": "the profile is not in the mailing's database"})
     trigger_key = _check_key(key)
-    found = _existing(mailing, trigger_key)
-    if found is not None:
-        return found
-    clean = _check_data(data)
-    fires_insert([Fire(mailing=mailing, profile_id=profile.pk, key=trigger_key, data=clean)])
-    found = _existing(mailing, trigger_key)
+    try:
+        clean = _check_data(data)
+    except MailingError:
+        found = _existing(mailing, trigger_key)  # a repeat answers its row whatever `data` says
+        if found is not None:
+            return found
+        raise
+    inserted = fires_insert([Fire(mailing=mailing, profile_id=profile.pk, key=trigger_key, data=clean)], savepoint=False)
+    found = (LedgerEntry.objects.filter(pk=inserted[0].id).first() if inserted
+             else _existing(mailing, trigger_key))
     if found is None:
         channel = Mailing.Channel(mailing.channel).label if mailing.channel in Mailing.Channel.values else mailing.channel
         raise MailingError({"profile": f"the profile has no {channel} subscription on “{mailing.resource}”"})

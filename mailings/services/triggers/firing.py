@@ -60,9 +60,12 @@ def _day_run(mailing: Mailing, now: datetime) -> Run | None:
     """The mailing's run of the UTC day (`lifecycle.trigger_run`: made on first use, unique per
     (mailing, slot), its template version frozen). A run the tick finished earlier today (it had
     drained) is reopened; None when the run failed (no template version) or was cancelled."""
-    from mailings.services.lifecycle import trigger_run
+    from mailings.services.lifecycle import trigger_run, trigger_slot
 
-    run = trigger_run(mailing=mailing, now=now)
+    # The run exists but for the day's first fire: read it (one indexed query) before trying to
+    # make it (a template version query, a savepoint and an INSERT that conflicts).
+    slot = trigger_slot(now)
+    run = Run.objects.filter(mailing_id=mailing.pk, slot=slot).first() or trigger_run(mailing=mailing, now=now)
     if run.state == Run.State.DONE:
         Run.objects.filter(pk=run.pk, state=Run.State.DONE).update(state=Run.State.SENDING, finished_at=None)
         run.state = Run.State.SENDING
@@ -141,17 +144,18 @@ def to_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
 
 
-def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None) -> list[Inserted]:
+def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None, savepoint: bool = True) -> list[Inserted]:
     """Add the fires to their mailings' day runs: one query for the subscriptions, one for the
     suppressions, one INSERT .. ON CONFLICT DO NOTHING per 500 rows, one UPDATE per run for
     `planned`, one stats insert; the due queued rows go to `dispatch.entries_send_now` after
     commit. A fire whose profile holds no subscription on the mailing's resource and channel
     makes no row. Returns the rows inserted (a fire whose key was seen returns nothing).
-    Call inside a transaction (it opens its own savepoint)."""
+    Call inside a transaction (it opens its own savepoint; `savepoint=False` when the caller's
+    transaction is all or nothing anyway: two round trips fewer)."""
     if not fires:
         return []
     now = now or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         # The subscriptions the fires may use, in one query.
         pairs = {(f.profile_id, f.mailing.resource_id, f.mailing.channel) for f in fires}
         cond = Q()
@@ -207,8 +211,6 @@ def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None) -> list[
                 deltas[(account_id, mailing_id, run_id, "queued", None)] += 1  # as the planner counts them
             due = status == LedgerEntry.Status.QUEUED and not_before is None
             out.append(Inserted(id_, mailing_id, run_id, status, reason, due))
-        for run_id, n in per_run.items():
-            Run.objects.filter(pk=run_id).update(planned=F("planned") + n)
         stats_add(deltas, when=now)
         due_by_run: dict[int, list[int]] = defaultdict(list)
         for row in out:
@@ -216,6 +218,10 @@ def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None) -> list[
                 due_by_run[row.run_id].append(row.id)
         if due_by_run:
             transaction.on_commit(lambda: _send_now(due_by_run))
+        # Last, so that the row lock every concurrent fire into the day run waits for is held
+        # from here to the commit only (in order of run id: two batches never deadlock).
+        for run_id, n in sorted(per_run.items()):
+            Run.objects.filter(pk=run_id).update(planned=F("planned") + n)
     return out
 
 
