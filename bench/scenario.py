@@ -48,7 +48,7 @@ from typing import Any
 from django.db import connection
 
 from bench.dispatch import launch_broadcast, worker_count
-from bench.dispatch.stack import Sink, TickLoop, Workers, cleanup_all, run_counts, wait_done
+from bench.dispatch.stack import Sink, TickLoop, Workers, cleanup_all, phase_lines, run_counts, wait_done
 from bench.harness import Result, Timer, detail, format_ms, percentiles, phase, register
 
 GOLD = 10_000  # loyalty_points >= GOLD takes the condition's "yes" branch (about half the profiles)
@@ -313,6 +313,8 @@ def baseline(seeded: Any, size: int, workers: Workers) -> float:
         raise RuntimeError(f"baseline: {counts.get('sent', 0):,} of {size:,} sent: {counts}")
     detail(f"baseline: broadcast of {size:,} in {t.seconds:.2f}s = {size / t.seconds:,.0f} msgs/s "
            f"({t.seconds / size * 1e3:.3f} ms a message) with {len(workers.workers)} workers; ledger {counts}")
+    for line in phase_lines(workers.batches(), size):
+        detail(f"baseline {line}")
     return t.seconds / size
 
 
@@ -419,6 +421,8 @@ def run(size: int) -> Result:
                f"{'ok' if stats['p95'] <= 1.0 else 'OVER'}" + (f"; MISSING {missing}" if missing else ""))
     else:
         detail(f"events: {len(fired)} stored, none reached the step after the entry (MISSING {missing})")
+    for line in phase_lines(workers.batches(), messages):
+        detail(f"project {line}")
     detail("worker peak RSS (VmHWM): " + " ".join(f"{w.name}={w.peak_rss_kb / 1024:.0f}MB" for w in workers.workers))
     baseline_s = per_message * messages
     ratio = project_s / baseline_s

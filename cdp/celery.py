@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from celery import Celery
 from celery.fixups.django import DjangoFixup, DjangoWorkerFixup
-from celery.signals import celeryd_init
+from celery.signals import celeryd_init, worker_init
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
@@ -72,6 +72,18 @@ def worker_urlconf(**_: object) -> None:
 
     settings.ROOT_URLCONF = WORKER_URLCONF
     clear_url_caches()
+
+
+@worker_init.connect
+def worker_warm(**_: object) -> None:
+    """Import WORKER_URLCONF (the page views it names) and build its reverse map once Django is
+    set up, before the pool starts: every batch with links reverses (tracking, unsubscribe), and
+    otherwise the first one of each process paid for the import (seconds of CPU where no bytecode
+    cache is written), which a trigger mail's first recipient waited for. Same memory as after a
+    first batch; with prefork the children fork warm."""
+    from django.urls import get_resolver
+
+    get_resolver().reverse_dict  # noqa: B018 (imports the URLconf and builds the map)
 
 
 app = Celery("cdp", fixups=["cdp.celery:django_fixup"])
