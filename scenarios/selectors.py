@@ -41,7 +41,7 @@ MAX_LIMIT = 500
 def scenario_list(*, account: Account, q: str | None = None, state: str | None = None) -> QuerySet[Scenario]:
     """The account's scenarios, newest first, filtered by state and a name search; page it in the
     caller and get the figures of the page with `list_figures`."""
-    qs = Scenario.objects.for_account(account).select_related("database", "live_version")
+    qs = Scenario.objects.for_account(account).select_related("database", "live_version").defer("webhook_secret")
     if state:
         qs = qs.filter(state=state)
     text = (q or "").strip()[:100]
