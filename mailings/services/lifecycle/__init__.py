@@ -181,16 +181,15 @@ def run_start(*, mailing: Mailing, slot: str, scheduled_for: datetime) -> Run | 
     return run
 
 
-def trigger_slot(now: datetime) -> str:
-    """The slot of a trigger mailing's run of the UTC day of `now`: "day:YYYY-MM-DD"."""
-    return f"day:{now.astimezone(UTC).date().isoformat()}"
-
-
 def trigger_run(*, mailing: Mailing, now: datetime | None = None) -> Run:
-    """Today's (UTC) run of a trigger mailing, made on first use: slot "day:YYYY-MM-DD"."""
+    """Today's (UTC) run of a trigger mailing, made on first use: slot "day:YYYY-MM-DD". The run
+    exists but for the day's first fire, so it is read first (one indexed query) before trying to
+    make it (a template version query, a savepoint and an INSERT that would conflict)."""
     now = now or timezone.now()
-    slot = trigger_slot(now)
-    run = run_start(mailing=mailing, slot=slot, scheduled_for=now)
+    slot = f"day:{now.astimezone(UTC).date().isoformat()}"
+    run = Run.objects.filter(mailing_id=mailing.pk, slot=slot).first()
+    if run is None:
+        run = run_start(mailing=mailing, slot=slot, scheduled_for=now)
     return run if run is not None else Run.objects.get(mailing=mailing, slot=slot)
 
 

@@ -60,12 +60,9 @@ def _day_run(mailing: Mailing, now: datetime) -> Run | None:
     """The mailing's run of the UTC day (`lifecycle.trigger_run`: made on first use, unique per
     (mailing, slot), its template version frozen). A run the tick finished earlier today (it had
     drained) is reopened; None when the run failed (no template version) or was cancelled."""
-    from mailings.services.lifecycle import trigger_run, trigger_slot
+    from mailings.services.lifecycle import trigger_run
 
-    # The run exists but for the day's first fire: read it (one indexed query) before trying to
-    # make it (a template version query, a savepoint and an INSERT that conflicts).
-    slot = trigger_slot(now)
-    run = Run.objects.filter(mailing_id=mailing.pk, slot=slot).first() or trigger_run(mailing=mailing, now=now)
+    run = trigger_run(mailing=mailing, now=now)
     if run.state == Run.State.DONE:
         Run.objects.filter(pk=run.pk, state=Run.State.DONE).update(state=Run.State.SENDING, finished_at=None)
         run.state = Run.State.SENDING
