@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
 
-import httpcore
 from django.conf import settings
 
 from delivery.backends.base import DeliveryError
@@ -48,16 +46,3 @@ def checked_address(host: str, port: int) -> str:
     if not addresses:
         raise OSError(f"{host} does not resolve")
     return addresses[0]
-
-
-class GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, connecting only to checked public addresses (TLS still checks
-    the certificate against the host name: httpcore passes the origin's name to start_tls)."""
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
-        try:
-            address = checked_address(host, port)
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        return super().connect_tcp(address, port, timeout, local_address, socket_options)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpcore
 import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -76,6 +77,21 @@ def ssl_verify(value: Any) -> bool | ssl.SSLContext:
     return ssl.create_default_context(cafile=str(value))
 
 
+class GuardedBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, connecting only to checked public addresses (TLS still checks
+    the certificate against the host name: httpcore passes the origin's name to start_tls). Here,
+    not in delivery.netpolicy, which the SMTP backend imports: workers that never speak HTTP
+    do not load httpcore."""
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        try:
+            address = netpolicy.checked_address(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+
+
 def http_client(
     options: dict[str, Any],
     *,
@@ -95,7 +111,7 @@ def http_client(
     )
     # Connections go only to public addresses (delivery.netpolicy: no SSRF through api_base or
     # a gateway URL). httpx has no public hook for the socket layer: swap httpcore's backend.
-    client._transport._pool._network_backend = netpolicy.GuardedBackend()  # type: ignore[attr-defined]
+    client._transport._pool._network_backend = GuardedBackend()  # type: ignore[attr-defined]
     return client
 
 

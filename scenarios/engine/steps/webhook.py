@@ -32,16 +32,18 @@ import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
 from django.conf import settings
 
 from delivery.netpolicy import is_public
 from profiles.models import WRITABLE_SYSTEM_FIELDS, Profile
 from scenarios.engine.steps import Handler, Item, Outcome, StepRun, same
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_WORKERS = 8
 # Seconds a group's requests may take to start: later ones wait for the next tick (see _post_all).
@@ -116,30 +118,39 @@ def webhook_url_problem(url: str, *, private_ok: bool) -> str | None:
     return None
 
 
-class _Guarded(httpcore.SyncBackend):
+@cache
+def _guarded_backend() -> type:
     """httpcore's socket backend, connecting only to checked addresses (TLS still checks the
-    certificate against the host name)."""
+    certificate against the host name). httpx and httpcore are imported on the first webhook
+    POST, not with the step handlers: every engine and trigger worker loads the handlers, few
+    ever post (~0.3 s of CPU and a few MB a process)."""
+    import httpcore
 
-    def __init__(self, *, private_ok: bool) -> None:
-        self.private_ok = private_ok
+    class _Guarded(httpcore.SyncBackend):
+        def __init__(self, *, private_ok: bool) -> None:
+            self.private_ok = private_ok
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
-        try:
-            address = checked_address(host, port, private_ok=self.private_ok)
-        except PrivateAddress as exc:
-            raise httpcore.ConnectError(f"refused: {exc}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                        socket_options: Any = None) -> httpcore.NetworkStream:
+            try:
+                address = checked_address(host, port, private_ok=self.private_ok)
+            except PrivateAddress as exc:
+                raise httpcore.ConnectError(f"refused: {exc}") from exc
+            except OSError as exc:
+                raise httpcore.ConnectError(str(exc)) from exc
+            return super().connect_tcp(address, port, timeout, local_address, socket_options)
+
+    return _Guarded
 
 
 def client(*, timeout: float, private_ok: bool) -> httpx.Client:
+    import httpx
+
     c = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), follow_redirects=False,
                      headers={"User-Agent": USER_AGENT}, trust_env=False,
                      limits=httpx.Limits(max_connections=MAX_WORKERS, max_keepalive_connections=MAX_WORKERS))
     # httpx has no public hook for the socket layer (as delivery.backends._http does).
-    c._transport._pool._network_backend = _Guarded(private_ok=private_ok)  # type: ignore[attr-defined]
+    c._transport._pool._network_backend = _guarded_backend()(private_ok=private_ok)  # type: ignore[attr-defined]
     return c
 
 
@@ -155,6 +166,8 @@ class _Answer:
 
 
 def _post(c: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
+    import httpx
+
     try:
         # The answer's body is never read: only the status counts, and a huge body cannot tie up
         # a worker or its memory.
