@@ -18,7 +18,7 @@ scenarios, versions, steps and transitions are loaded once per batch): see `part
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from cdp import confcache
 from scenarios.models import Participation, PathEntry, Scenario, ScenarioVersion, Step, StepStat, Transition
 
 log = logging.getLogger(__name__)
@@ -105,15 +106,57 @@ _READ = ("id", "profile_id", "account_id", "scenario_id", "version_id", "entered
          "finished_at", "here_at")
 
 
-class _Graph:
-    """The steps and transitions of the versions a batch stands on (two queries)."""
+_GRAPHS: OrderedDict[tuple[int, datetime], tuple[dict[int, Step], dict[tuple[int, str], int]]] = confcache.register(
+    OrderedDict())
 
-    def __init__(self, version_ids: set[int]) -> None:
-        self.steps: dict[int, Step] = {s.pk: s for s in Step.objects.filter(version_id__in=version_ids)
-                                       .select_related("mailing")}
-        self.next: dict[tuple[int, str], int] = {
-            (src, ex): tgt for src, ex, tgt in
-            Transition.objects.filter(version_id__in=version_ids).values_list("source_id", "exit", "target_id")}
+
+class _Graph:
+    """The steps and transitions of the versions a batch stands on. A published version is frozen
+    (only a draft is edited; publishing makes a new version), so its part is kept per process,
+    keyed by (version id, publication time): a one-trip advance (an event's entry, a released
+    wait) then reads no graph at all. Drafts (a test may run one) and what is not cached yet: two
+    queries. Steps are read-only to the handlers; a send step reads its mailing itself. The cache is
+    a `cdp.confcache` one: emptied with the configuration (and between tests, where ids and frozen
+    clocks repeat)."""
+
+    _cache = _GRAPHS
+    CACHE_SIZE = 256  # versions a process keeps
+
+    def __init__(self, versions: Sequence[ScenarioVersion]) -> None:
+        self.steps: dict[int, Step] = {}
+        self.next: dict[tuple[int, str], int] = {}
+        missing: set[int] = set()
+        for v in versions:
+            part = self._cache.get(self._key(v)) if self._key(v) else None
+            if part is None:
+                missing.add(v.pk)
+            else:
+                self._cache.move_to_end(self._key(v))
+                self.steps.update(part[0])
+                self.next.update(part[1])
+        if not missing:
+            return
+        steps = list(Step.objects.filter(version_id__in=missing))
+        edges = list(Transition.objects.filter(version_id__in=missing).values_list("version_id", "source_id", "exit",
+                                                                                   "target_id"))
+        for v in versions:
+            if v.pk not in missing:
+                continue
+            part = ({s.pk: s for s in steps if s.version_id == v.pk},
+                    {(src, ex): tgt for vid, src, ex, tgt in edges if vid == v.pk})
+            self.steps.update(part[0])
+            self.next.update(part[1])
+            key = self._key(v)
+            if key:
+                self._cache[key] = part
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+
+    @staticmethod
+    def _key(version: ScenarioVersion) -> tuple[int, datetime] | None:
+        if version.state == ScenarioVersion.State.DRAFT or version.published_at is None:
+            return None
+        return (version.pk, version.published_at)
 
 
 def _claim(ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
@@ -138,7 +181,7 @@ class _Run:
         self.trips = trips
         self.now = now
         self.today = now.astimezone(UTC).date()
-        self.graph = _Graph({t.row.version_id for t in trips})
+        self.graph = _Graph(list({t.row.version_id: t.row.version for t in trips}.values()))
 
     # --- applying outcomes -------------------------------------------------------------------------
 

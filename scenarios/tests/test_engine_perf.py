@@ -192,3 +192,35 @@ def test_it_writes_a_whole_batch_once_with_its_path_and_counters(world):
     counts = stats_of(scenario)
     assert [counts[(k, "entered")] for k in ("s1", "s2", "s3", "s4")] == [5, 5, 5, 5]
     assert [counts[(k, "passed")] for k in ("s1", "s2", "s3")] == [5, 5, 5] and ("s4", "passed") not in counts
+
+
+def _graph_reads(queries) -> list[str]:
+    return [q["sql"] for q in queries if 'FROM "scenarios_step"' in q["sql"] or 'FROM "scenarios_transition"' in q["sql"]]
+
+
+def test_a_published_graph_is_read_once_per_process_a_draft_every_time(world):
+    """One-trip advances (an event's entry, a released wait) read no graph once its version was
+    read: a published version is frozen. The cache is keyed by version and publication time."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from scenarios.engine.advance import _GRAPHS
+
+    scenario = holding(world, ("s1", "entry.api", {}))
+    first, second = (participations_enter(scenario=scenario, entries=[Entry(profile_id=p, step_key="s1", source="api")])
+                     for p in world.profile_ids[:2])
+    _GRAPHS.clear()
+    with CaptureQueriesContext(connection) as cold:
+        participations_advance(ids=first)
+    with CaptureQueriesContext(connection) as warm:
+        participations_advance(ids=second)
+    assert len(_graph_reads(cold)) == 2 and _graph_reads(warm) == []
+    assert [p.state for p in participations_of(scenario)] == ["waiting", "waiting"]
+    # The same version published again (a new publication time) is read again.
+    scenario.live_version.__class__.objects.filter(pk=scenario.live_version_id).update(
+        published_at=timezone.now() + timedelta(seconds=1))
+    third = participations_enter(scenario=scenario, entries=[Entry(profile_id=world.profile_ids[2], step_key="s1",
+                                                                   source="api")])
+    with CaptureQueriesContext(connection) as again:
+        participations_advance(ids=third)
+    assert len(_graph_reads(again)) == 2

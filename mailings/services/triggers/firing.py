@@ -54,6 +54,7 @@ class Inserted:
     status: str
     reason: str
     due: bool
+    key: str | None = None  # the fire's trigger key
 
 
 def _day_run(mailing: Mailing, now: datetime) -> Run | None:
@@ -101,14 +102,14 @@ def _columns() -> list[str]:
             "reason", "detail", "attempts", "not_before", "trigger_key", "data", "message_id", "created_at", "updated_at"]
 
 
-def _insert(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, str, str, Any]]:
+def _insert(rows: list[tuple[Any, ...]]) -> list[tuple[int, int, int, str, str, Any, str | None]]:
     """INSERT the rows, skipping those whose trigger key the mailing has seen; returns (id,
-    mailing_id, run_id, status, reason, not_before) of the rows actually inserted."""
+    mailing_id, run_id, status, reason, not_before, trigger_key) of the rows actually inserted."""
     if not rows:
         return []
     cols = _columns()
-    returning = " ON CONFLICT DO NOTHING RETURNING id, mailing_id, run_id, status, reason, not_before"
-    out: list[tuple[int, int, int, str, str, Any]] = []
+    returning = " ON CONFLICT DO NOTHING RETURNING id, mailing_id, run_id, status, reason, not_before, trigger_key"
+    out: list[tuple[int, int, int, str, str, Any, str | None]] = []
     with connection.cursor() as cur:
         if connection.vendor == "postgresql":
             # One array per column (unnest): 17 parameters whatever the number of rows, so neither
@@ -197,7 +198,7 @@ def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None, savepoin
         per_run: Counter[int] = Counter()
         deltas: Counter[tuple[int, int, int | None, str, int | None]] = Counter()
         out: list[Inserted] = []
-        for id_, mailing_id, run_id, status, reason, not_before in inserted:
+        for id_, mailing_id, run_id, status, reason, not_before, key in inserted:
             per_run[run_id] += 1
             account_id = accounts[mailing_id]
             deltas[(account_id, mailing_id, run_id, "planned", None)] += 1
@@ -207,7 +208,7 @@ def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None, savepoin
             else:
                 deltas[(account_id, mailing_id, run_id, "queued", None)] += 1  # as the planner counts them
             due = status == LedgerEntry.Status.QUEUED and not_before is None
-            out.append(Inserted(id_, mailing_id, run_id, status, reason, due))
+            out.append(Inserted(id_, mailing_id, run_id, status, reason, due, key))
         stats_add(deltas, when=now)
         due_by_run: dict[int, list[int]] = defaultdict(list)
         for row in out:
