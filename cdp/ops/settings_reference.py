@@ -53,7 +53,7 @@ DESCRIBED_HERE: dict[str, str] = {
     "SITE_NAME": "The product name shown in pages and e-mails.",
     "DATABASE_URL": "The database: `postgres://user:pass@host:5432/name` in production; SQLite in "
                     "CDP_VAR_DIR by default.",
-    "DB_CONN_MAX_AGE": "Seconds a PostgreSQL connection is kept open between requests.",
+    "DB_CONN_MAX_AGE": "Seconds a PostgreSQL connection is kept open between requests (web) and between tasks (workers).",
     "REDIS_URL": "Redis for the Celery broker, the cache, throttles and heartbeats. Empty: the embedded "
                  "filesystem broker and a file cache.",
     "CACHE_KEY_PREFIX": "Prefix of the cache's Redis keys (several sites on one Redis).",
