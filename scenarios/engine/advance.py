@@ -17,6 +17,7 @@ scenarios, versions, steps and transitions are loaded once per batch): see `part
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
@@ -127,13 +128,15 @@ class _Graph:
         self.next: dict[tuple[int, str], int] = {}
         missing: set[int] = set()
         for v in versions:
-            part = self._cache.get(self._key(v)) if self._key(v) else None
+            key = self._key(v)
+            part = self._cache.get(key) if key else None
             if part is None:
                 missing.add(v.pk)
-            else:
-                self._cache.move_to_end(self._key(v))
-                self.steps.update(part[0])
-                self.next.update(part[1])
+                continue
+            with contextlib.suppress(KeyError):  # another thread evicted it meanwhile: it is ours anyway
+                self._cache.move_to_end(key)
+            self.steps.update(part[0])
+            self.next.update(part[1])
         if not missing:
             return
         steps = list(Step.objects.filter(version_id__in=missing))
@@ -150,7 +153,8 @@ class _Graph:
             if key:
                 self._cache[key] = part
                 while len(self._cache) > self.CACHE_SIZE:
-                    self._cache.popitem(last=False)
+                    with contextlib.suppress(KeyError):
+                        self._cache.popitem(last=False)
 
     @staticmethod
     def _key(version: ScenarioVersion) -> tuple[int, datetime] | None:
