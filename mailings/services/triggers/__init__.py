@@ -60,7 +60,7 @@ from mailings.services.triggers.definition import (
     filter_matches,
     filters_match,
 )
-from mailings.services.triggers.firing import Fire, Inserted, fires_insert, to_json
+from mailings.services.triggers.firing import Fire, Inserted, fires_insert, rows_by_key, to_json
 from resources.models import Status, Subscription
 
 if TYPE_CHECKING:
@@ -296,8 +296,9 @@ class BulkResult:
 def triggers_fire_bulk(*, mailing: Mailing, items: Sequence[BulkItem], actor: Actor | None = None) -> list[BulkResult]:
     """Fire a trigger mailing for many profiles (the bulk API): one result per item, in order; an
     item that fails (no profile, bad data, no subscription) fails alone. Set-based: one
-    `fires_insert` for the valid items, one query to read their rows back (items with a key seen
-    before answer that row). Raises MailingError only when the mailing cannot be fired at all."""
+    `fires_insert` for the valid items, one query to read their rows back by id (items with a key
+    seen before answer that row: `rows_by_key` finds it). Raises MailingError only when the
+    mailing cannot be fired at all."""
     trigger_firable(mailing)
     results = [BulkResult(i) for i in range(len(items))]
     fires: list[Fire] = []
@@ -318,9 +319,10 @@ def triggers_fire_bulk(*, mailing: Mailing, items: Sequence[BulkItem], actor: Ac
         keys[i] = key
         fires.append(Fire(mailing=mailing, profile_id=item.profile.pk, key=key, data=data))
     with transaction.atomic():
-        fires_insert(fires)
-        entries = {e.trigger_key: e for e in LedgerEntry.objects.filter(mailing_id=mailing.pk,
-                                                                         trigger_key__in=list(keys.values()))}
+        ids = {row.key: row.id for row in fires_insert(fires)}
+        rest = [key for key in keys.values() if key not in ids]  # repeats, or no subscription
+        ids.update({key: row[0] for key, row in rows_by_key(mailing.pk, rest).items()})
+        entries = {e.trigger_key: e for e in LedgerEntry.objects.filter(pk__in=list(ids.values()))}
     for i, key in keys.items():
         entry = entries.get(key)
         if entry is None:

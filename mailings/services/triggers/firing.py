@@ -142,6 +142,27 @@ def to_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
 
 
+def rows_by_key(mailing_id: int, keys: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+    """{trigger key: (ledger id, status, reason)} of the mailing's rows with these keys: what a
+    caller of `fires_insert` reads back for the fires it returned nothing for (a key seen before,
+    or no subscription). On PostgreSQL one probe of the unique (mailing_id, trigger_key) index per
+    key, whatever the planner believes of the mailing's size: a LATERAL subquery with LIMIT 1
+    (which keeps it from being flattened into a join). `trigger_key IN (..)` was planned, on a
+    ledger whose statistics lagged behind its growth, as a read of the mailing's every row per
+    call (measured: 0.5-2 s a batch of a 100,000-trip scenario activation)."""
+    if not keys:
+        return {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT l.id, k.key, l.status, l.reason FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL ("
+                "SELECT id, status, reason FROM mailings_ledgerentry WHERE mailing_id = %s AND trigger_key = k.key "
+                "AND trigger_key IS NOT NULL LIMIT 1) AS l", [list(keys), mailing_id])
+            return {key: (id_, status, reason) for id_, key, status, reason in cur.fetchall()}
+    return {key: (id_, status, reason) for id_, key, status, reason in LedgerEntry.objects.filter(
+        mailing_id=mailing_id, trigger_key__in=list(keys)).values_list("id", "trigger_key", "status", "reason")}
+
+
 def fires_insert(fires: Sequence[Fire], *, now: datetime | None = None, savepoint: bool = True) -> list[Inserted]:
     """Add the fires to their mailings' day runs: one query for the subscriptions, one for the
     suppressions, one INSERT .. ON CONFLICT DO NOTHING per 500 rows, one UPDATE per run for

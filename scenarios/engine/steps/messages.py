@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import connection
-
 from mailings.models import LedgerEntry, Mailing
-from mailings.services.triggers.firing import Fire, fires_insert
-from scenarios.engine.sql import text_list
+from mailings.services.triggers.firing import Fire, fires_insert, rows_by_key
 from scenarios.engine.steps import Handler, Item, Outcome, StepRun, same
 
 
@@ -48,13 +45,9 @@ def send_run(run: StepRun, items: list[Item]) -> list[Outcome]:
                   data=_data(item)) for item in items]
     keys = [f.key for f in fires]
     rows = {r.key: (r.id, r.status, r.reason) for r in fires_insert(fires, now=run.now)}
-    # A key the ledger had already (this visit was done before: a redelivered batch) is looked up
-    # for what happened then; the rows just inserted came back from the INSERT. Not a lookup of
-    # every key: on a ledger whose statistics lag behind a big activation (100,000 trips in
-    # minutes) PostgreSQL read the mailing's every row for each batch (measured: 0.5-2 s a batch).
-    seen = [key for key in keys if key not in rows]  # repeats, and fires with no subscription
-    if seen:
-        rows.update(_ledger_rows(mailing.pk, seen))
+    # The rows just inserted came back from the INSERT; only a key the ledger had already (this
+    # visit was done before: a redelivered batch) or a fire with no subscription is looked up.
+    rows.update(rows_by_key(mailing.pk, [key for key in keys if key not in rows]))
     resource = mailing.resource.name if mailing.resource_id else "the resource"
     outcomes: list[Outcome] = []
     for item, key in zip(items, keys, strict=True):
@@ -68,22 +61,6 @@ def send_run(run: StepRun, items: list[Item]) -> list[Outcome]:
         outcomes.append(Outcome(exit="next", outcome=_describe(status, reason, ledger_id),
                                 context={"messages": messages}))
     return outcomes
-
-
-def _ledger_rows(mailing_id: int, keys: list[str]) -> dict[str, tuple[int, str, str]]:
-    """{trigger key: (ledger id, status, reason)} of the mailing's rows with these keys. On
-    PostgreSQL one probe of the unique (mailing_id, trigger_key) index per key, whatever the
-    planner believes of the mailing's size: a LATERAL subquery with LIMIT 1 (which keeps it from
-    being flattened into a join that scans the mailing's rows and filters the keys)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute(
-                "SELECT l.id, k.key, l.status, l.reason FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL ("
-                "SELECT id, status, reason FROM mailings_ledgerentry WHERE mailing_id = %s AND trigger_key = k.key "
-                "AND trigger_key IS NOT NULL LIMIT 1) AS l", [keys, mailing_id])
-            return {key: (id_, status, reason) for id_, key, status, reason in cur.fetchall()}
-    return {key: (id_, status, reason) for id_, key, status, reason in LedgerEntry.objects.filter(
-        mailing_id=mailing_id, trigger_key__in=text_list(keys)).values_list("id", "trigger_key", "status", "reason")}
 
 
 def _data(item: Item) -> dict[str, Any] | None:
