@@ -27,14 +27,16 @@ class _Can:
 def current_account(request: HttpRequest) -> dict[str, Any]:
     membership = getattr(request, "membership", None)
     user = getattr(request, "user", None)
+    # CurrentAccountMiddleware read them with the membership (an empty list for a user with no
+    # account); the query is the fallback for a request it did not see (an error page before it ran).
+    user_accounts = getattr(request, "user_accounts", None)
+    if user_accounts is None:
+        user_accounts = SimpleLazyObject(
+            lambda: list(Account.objects.for_user(user)) if user and user.is_authenticated else [])
     return {
         "current_account": getattr(request, "account", None),
         "current_membership": membership,
         "can": _Can(membership),
         "SITE_NAME": settings.SITE_NAME,
-        # CurrentAccountMiddleware read them with the membership; the query is the fallback for a
-        # request it did not see (an error page before it ran).
-        "user_accounts": getattr(request, "user_accounts", None) or SimpleLazyObject(
-            lambda: list(Account.objects.for_user(user)) if user and user.is_authenticated else []
-        ),
+        "user_accounts": user_accounts,
     }

@@ -46,3 +46,14 @@ def test_switching_needs_a_post_with_csrf(olivia, acme, globex):
     client.force_login(olivia)
     assert client.get("/account/switch/").status_code == 405
     assert client.post("/account/switch/", {"account": globex.pk}).status_code == 403
+
+
+def test_the_layout_takes_the_account_list_the_middleware_read_even_an_empty_one(rf, olivia,
+                                                                               django_assert_num_queries):
+    from accounts.context_processors import current_account
+
+    request = rf.get("/")
+    request.user = olivia
+    request.user_accounts = []  # CurrentAccountMiddleware: a signed-in person with no account
+    with django_assert_num_queries(0):
+        assert list(current_account(request)["user_accounts"]) == []
