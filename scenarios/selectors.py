@@ -40,7 +40,9 @@ MAX_LIMIT = 500
 
 def scenario_list(*, account: Account, q: str | None = None, state: str | None = None) -> QuerySet[Scenario]:
     """The account's scenarios, newest first, filtered by state and a name search; page it in the
-    caller and get the figures of the page with `list_figures`."""
+    caller and get the figures of the page with `list_figures`. The list page and the API's list:
+    neither shows the webhook secret, so it is not decrypted per row (a key problem then breaks
+    the webhook steps, which say so, not the lists)."""
     qs = Scenario.objects.for_account(account).select_related("database", "live_version").defer("webhook_secret")
     if state:
         qs = qs.filter(state=state)

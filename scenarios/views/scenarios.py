@@ -36,9 +36,7 @@ def scenario_list(request: HttpRequest) -> HttpResponse:
     new_url = reverse("scenarios:create")
     table = Table(
         request,
-        # The list never shows the webhook secret: not decrypted per row (a key problem then
-        # breaks the webhook steps, which say so, not the list).
-        Scenario.objects.for_account(request.account).select_related("database").defer("webhook_secret"),
+        selectors.scenario_list(account=request.account),  # the API's list too (no webhook secret decrypted)
         id="scenarios",
         columns=[Column("Scenario", sort="name"), Column("State"), Column("Entries"),
                  Column("In it now", classes="text-end"), Column("Completed", classes="text-end"),
