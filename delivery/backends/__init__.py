@@ -15,7 +15,10 @@ Provider kinds: every backend module in KIND_MODULES declares its kind(s) at mod
                     fields=(FieldSpec("host", "Host", required=True), ...,
                             FieldSpec("password", "Password", secret=True)))
 
-(or `KINDS = [KindSpec(...), ...]` for several). `kinds()` collects them; the UI builds the
+(or `KINDS = [KindSpec(...), ...]` for several), and KIND_MODULES names the module of each
+kind. `kinds()` collects them all (the provider pages list them); `get_kind(kind)` imports only
+that kind's module, so a worker sending through an SMTP provider account does not load the push,
+SMS and Telegram clients (httpx, requests, pywebpush: about 20 MB a process). The UI builds the
 provider form from `KindSpec.fields` (secret fields go to ProviderAccount.secrets, the others
 to ProviderAccount.options), and `KindSpec.clean(data)` validates and splits the values.
 A module that is not there yet (or fails to import because an optional dependency is
@@ -25,7 +28,7 @@ missing) is skipped, so a half-installed deployment still starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -56,19 +59,19 @@ __all__ = [
 
 ALL_CHANNELS = ("email", "sms", "webpush", "mobilepush", "telegram")
 
-# Modules that declare KIND / KINDS. Order is the order the UI lists kinds in.
-KIND_MODULES = (
-    "delivery.backends.smtp",
-    "delivery.backends.http_sms",
-    "delivery.backends.twilio",
-    "delivery.backends.webpush",
-    "delivery.backends.fcm",
-    "delivery.backends.apns",
-    "delivery.backends.telegram",
-    "delivery.backends.file",
-    "delivery.backends.console",
-    "delivery.backends.locmem",
-)
+# kind -> the module that declares it (KIND / KINDS). Order is the order the UI lists kinds in.
+KIND_MODULES = {
+    "smtp": "delivery.backends.smtp",
+    "http_sms": "delivery.backends.http_sms",
+    "twilio": "delivery.backends.twilio",
+    "webpush": "delivery.backends.webpush",
+    "fcm": "delivery.backends.fcm",
+    "apns": "delivery.backends.apns",
+    "telegram": "delivery.backends.telegram",
+    "file": "delivery.backends.file",
+    "console": "delivery.backends.console",
+    "locmem": "delivery.backends.locmem",
+}
 
 FIELD_TYPES = ("str", "text", "int", "float", "bool", "choice", "url", "email", "json")
 
@@ -195,29 +198,36 @@ class KindSpec:
         return options, secrets
 
 
-@lru_cache(maxsize=1)
+@cache
+def _module_kinds(path: str) -> dict[str, KindSpec]:
+    """kind -> KindSpec of what one module declares; empty when the module is not installed
+    (cached per process)."""
+    try:
+        module = import_module(path)
+    except ModuleNotFoundError as exc:
+        # Only "this backend is not installed" is skipped; a broken import inside it is a bug.
+        if exc.name and (path == exc.name or path.startswith(exc.name + ".")):
+            return {}
+        raise
+    specs = list(getattr(module, "KINDS", ()))
+    if getattr(module, "KIND", None) is not None:
+        specs.insert(0, module.KIND)
+    return {spec.kind: spec for spec in specs}
+
+
 def kinds() -> dict[str, KindSpec]:
-    """kind -> KindSpec, from every importable module in KIND_MODULES (cached per process)."""
+    """kind -> KindSpec, from every importable module in KIND_MODULES, in their order."""
     found: dict[str, KindSpec] = {}
-    for path in KIND_MODULES:
-        try:
-            module = import_module(path)
-        except ModuleNotFoundError as exc:
-            # Only "this backend is not installed" is skipped; a broken import inside it is a bug.
-            if exc.name and (path == exc.name or path.startswith(exc.name + ".")):
-                continue
-            raise
-        specs = list(getattr(module, "KINDS", ()))
-        if getattr(module, "KIND", None) is not None:
-            specs.insert(0, module.KIND)
-        for spec in specs:
-            found[spec.kind] = spec
+    for path in dict.fromkeys(KIND_MODULES.values()):
+        found.update(_module_kinds(path))
     return found
 
 
 def get_kind(kind: str) -> KindSpec:
-    """The KindSpec of `kind`; raises DeliveryError(permanent) for an unknown kind."""
-    spec = kinds().get(kind)
+    """The KindSpec of `kind`, importing only its module; raises DeliveryError(permanent) for an
+    unknown kind (or one whose module is not installed)."""
+    path = KIND_MODULES.get(kind)
+    spec = _module_kinds(path).get(kind) if path else None
     if spec is None:
         raise DeliveryError(f"Unknown provider kind {kind!r}.", permanent=True)
     return spec

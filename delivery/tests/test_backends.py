@@ -127,3 +127,28 @@ def test_the_file_backend_writes_one_file_per_message_under_the_account(tmp_path
 
 def test_the_file_kind_offers_no_directory_field():
     assert get_kind("file").fields == ()
+
+
+def test_every_kind_is_declared_by_the_module_the_registry_names_for_it():
+    from delivery.backends import KIND_MODULES, _module_kinds
+
+    declared = {kind: path for path in set(KIND_MODULES.values()) for kind in _module_kinds(path)}
+    assert declared == KIND_MODULES
+
+
+def test_looking_up_one_kind_imports_only_its_module():
+    """A worker sending through an SMTP provider account looks its kind up for every batch: that
+    must not load the push, SMS and Telegram clients (about 20 MB a worker process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django, sys; django.setup()\n"
+        "heavy = ('httpx', 'requests', 'pywebpush', 'delivery.backends.webpush', 'delivery.backends.fcm')\n"
+        "before = [m for m in heavy if m in sys.modules]\n"
+        "from delivery.backends import get_kind\n"
+        "spec = get_kind('smtp'); spec.backend_class()(host='127.0.0.1')\n"
+        "print(before, [m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[] []", out.stdout + out.stderr
