@@ -90,6 +90,40 @@ def test_it_sends_every_queued_row_once(run, mailing, django_capture_on_commit_c
     assert dispatch.run_kick(run_id=run.pk) == 0
 
 
+def test_a_kick_hands_out_slice_by_slice_and_publishes_each_slice_before_the_next(run, monkeypatch):
+    """A big kick's first batches go out while the rest are still being handed out: one
+    hand-out statement per KICK_SLICE rows, each above the last slice's ids."""
+    from mailings.services.dispatch import common
+
+    monkeypatch.setattr("mailings.services.dispatch.KICK_SLICE", 2)
+    monkeypatch.setattr("mailings.services.dispatch.BATCH_SIZE", 1)
+    steps = []
+    real = common.handout
+
+    def handout(run_id, now, limit, ids=None, after=None):
+        got = real(run_id, now, limit, ids, after=after)
+        steps.append(("handout", limit, after, got))
+        return got
+
+    monkeypatch.setattr("mailings.services.dispatch.handout", handout)
+    monkeypatch.setattr("mailings.services.dispatch.publish_on_commit",
+                        lambda task, *args: steps.append(("publish", task.name, args[1])))
+    ids = ids_of(run)
+
+    assert dispatch.run_kick(run_id=run.pk) == 5
+
+    bulk = "mailings.tasks.batch_send_bulk_task"
+    assert steps == [
+        ("handout", 2, None, ids[0:2]), ("publish", bulk, ids[0:1]), ("publish", bulk, ids[1:2]),
+        ("handout", 2, ids[1], ids[2:4]), ("publish", bulk, ids[2:3]), ("publish", bulk, ids[3:4]),
+        ("handout", 2, ids[3], ids[4:5]), ("publish", bulk, ids[4:5]),
+    ]
+    assert LedgerEntry.objects.filter(run=run, lease_until__isnull=True).count() == 0
+    steps.clear()
+    assert dispatch.run_kick(run_id=run.pk) == 0  # all leased: nothing twice
+    assert steps == [("handout", 2, None, [])]
+
+
 def test_it_builds_personal_tracked_signed_messages(run, mailing):
     dispatch.batch_send(run_id=run.pk, ids=ids_of(run))
     message = next(m for m in locmem.outbox if m.to == "person0@example.com")

@@ -1,9 +1,9 @@
 """The dispatch: hand queued ledger rows out in batches, claim and send a batch, sweep expired
 claims, finish drained runs (ARCHITECTURE.md "Send ledger", COMMON.md's row lifecycle).
 
-- `run_kick`: a run's due, queued, not handed-out rows get `lease_until = now + HANDOUT_LEASE` in
-  one UPDATE and go to Celery as batches of BATCH_SIZE ids (bulk queue; trigger queue for trigger
-  and transactional mailings). A row whose handout lease passes unclaimed (Redis flushed, a lost
+- `run_kick`: a run's due, queued, not handed-out rows get `lease_until = now + HANDOUT_LEASE`
+  (one UPDATE per KICK_SLICE rows) and go to Celery as batches of BATCH_SIZE ids, each slice's
+  as soon as it is committed (bulk queue; trigger queue for trigger and transactional mailings). A row whose handout lease passes unclaimed (Redis flushed, a lost
   task) is handed out again by the next kick.
 - `batch_send`: claims with a conditional UPDATE (FOR UPDATE SKIP LOCKED on PostgreSQL), only
   while the run sends and the mailing is not paused or cancelled; re-checks consent on what ONE
@@ -39,6 +39,7 @@ from mailings.services.dispatch.batch import STRUCK, Batch
 from mailings.services.dispatch.common import (  # noqa: F401 (the package's constants)
     BATCH_SIZE,
     CHUNK_SIZE,
+    KICK_SLICE,
     LIVE_MAILING_STATES,
     MAX_ATTEMPTS,
     MAX_BATCHES_PER_KICK,
@@ -67,12 +68,24 @@ def run_kick(*, run_id: int, now: datetime | None = None) -> int:
     run = Run.objects.filter(pk=run_id).select_related("mailing").first()
     if run is None or run.state != Run.State.SENDING or run.mailing.state not in LIVE_MAILING_STATES:
         return 0
-    ids = handout(run_id, now, kick_limit(run.mailing))
-    task = task_for(run.mailing, len(ids))
-    size = min(BATCH_SIZE, len(ids)) or 1
-    for lo in range(0, len(ids), size):
-        publish_on_commit(task, run_id, ids[lo:lo + size])
-    return len(ids)
+    limit, total, after, task = kick_limit(run.mailing), 0, None, None
+    while total < limit:
+        # Slice by slice (KICK_SLICE rows a statement, each above the last slice's ids): outside a
+        # transaction each slice's batches go out while the next slice is handed out.
+        want = min(KICK_SLICE, limit - total)
+        ids = handout(run_id, now, want, after=after)
+        if not ids:
+            break
+        if task is None:  # the queue is chosen by the kick's size: a kick of more than one slice is bulk
+            task = task_for(run.mailing, len(ids))
+        size = min(BATCH_SIZE, len(ids))
+        for lo in range(0, len(ids), size):
+            publish_on_commit(task, run_id, ids[lo:lo + size])
+        total += len(ids)
+        after = ids[-1]
+        if len(ids) < want:
+            break
+    return total
 
 
 def entries_send_now(*, entries: list[int], run_id: int, inline: bool = False) -> int:
