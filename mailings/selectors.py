@@ -84,7 +84,8 @@ class Report:
     """A mailing's (or one run's) figures. `figures`: every counter by metric name (0 when none);
     `rates`: percentages (None when there is nothing to divide by); `skipped`/`failed`: counts
     by reason with their labels, largest first; `links`: human clicks per link, most clicked first;
-    `series`: per hour (UTC) sent, opened and clicked, for the chart."""
+    `series`: per hour (UTC) sent, opened and clicked, for the chart (opens and clicks by people:
+    machine ones are left out, as they are of the rates)."""
 
     mailing_id: int
     run_id: int | None
@@ -124,7 +125,7 @@ def _label(reason: str) -> str:
         return reason.replace("_", " ").capitalize()
 
 
-SERIES_METRICS = ("sent", "opened", "clicked")
+SERIES_METRICS = ("sent", "opened", "clicked", "opened_machine", "clicked_machine")
 
 
 def _report_sums(stats: QuerySet[MailingStat]) -> tuple[dict[str, int], list[tuple[int, int]], list[tuple[datetime, str, int]]]:
@@ -192,7 +193,10 @@ def mailing_report(*, mailing: Mailing, run: Run | None = None) -> Report:
     links = sorted((LinkRow(lid, urls.get(lid, ""), n) for lid, n in clicks), key=lambda r: (-r.clicks, r.link_id))
     points: dict[datetime, dict[str, Any]] = {}
     for bucket, metric, n in series:
-        points.setdefault(bucket, {"hour": bucket, "sent": 0, "opened": 0, "clicked": 0})[metric] = n
+        point = points.setdefault(bucket, {"hour": bucket, "sent": 0, "opened": 0, "clicked": 0})
+        if metric.endswith("_machine"):  # the chart shows people, like the rates
+            metric, n = metric.removesuffix("_machine"), -n
+        point[metric] += n
     return Report(mailing_id=mailing.pk, run_id=run.pk if run else None, figures=figures, rates=rates, skipped=skipped,
                   failed=failed, links=links, series=[points[b] for b in sorted(points)])
 

@@ -95,6 +95,8 @@ def test_the_report_equals_the_ledger_after_a_send(acme, world, mailing, sent_br
     assert report.rates["click_to_open"] == 100.0
     assert report.rates["delivery"] == 100.0
     assert sum(p["sent"] for p in report.series) == 4
+    # The chart counts people's opens and clicks, as the rates do: the machine open is left out.
+    assert (sum(p["opened"] for p in report.series), sum(p["clicked"] for p in report.series)) == (2, 2)
     assert report.as_dict()["figures"]["sent"] == 4
     progress = run_progress(run=run)
     assert (progress["planned"], progress["done"], progress["queued"], progress["percent"]) == (5, 5, 0, 100.0)

@@ -136,13 +136,19 @@ def test_a_marketer_creates_launches_and_reads_a_broadcast(page: Page, live_serv
     # Some opens and clicks come back (as the tracking handler counts them), for the report.
     run = Run.objects.get(mailing=mailing)
     a, m, r = acme.pk, mailing.pk, run.pk
+    from history.models import Link
+
+    link = Link.objects.create(account=acme, url="https://shop.example/june-sale", url_hash="june-sale")
     stats_add(Counter({(a, m, r, "opened", None): 9, (a, m, r, "opened_unique", None): 6,
                        (a, m, r, "opened_machine", None): 2, (a, m, r, "clicked", None): 4,
-                       (a, m, r, "clicked_unique", None): 3, (a, m, r, "unsubscribed", None): 1}))
+                       (a, m, r, "clicked_unique", None): 3, (a, m, r, "link_clicked", link.pk): 4,
+                       (a, m, r, "unsubscribed", None): 1}))
 
     page.get_by_test_id("report").click()
     expect(page.get_by_test_id("fig-sent")).to_contain_text("10")
     expect(page.get_by_test_id("fig-opened")).to_contain_text("60.0% open rate")
+    expect(page.get_by_test_id("fig-opened")).to_contain_text("7 opens in all")  # people's: 2 were machines
+    expect(page.get_by_role("link", name="https://shop.example/june-sale")).to_be_visible()
     expect(page.get_by_test_id("skip-unsubscribed")).to_contain_text("1")
     expect(page.get_by_test_id("report-chart")).to_be_visible()
     _screenshot(page, "mailing-report.png")
