@@ -189,7 +189,7 @@ class ReportOut(Schema):
     skipped: list[ReasonOut]
     failed: list[ReasonOut]
     links: list[LinkOut] = F(description="Human clicks per link, most clicked first.")
-    series: list[dict[str, Any]] = F(description="Per hour (UTC): sent, opened, clicked.")
+    series: list[dict[str, Any]] = F(description="Per hour (UTC): sent, and opens and clicks by people (machine ones left out, as in the rates).")
 
 
 class RecipientOut(Schema):
