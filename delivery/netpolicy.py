@@ -31,18 +31,36 @@ def is_public(ip: str) -> bool:
     return addr.is_global and not addr.is_multicast
 
 
-def checked_address(host: str, port: int) -> str:
-    """The address to connect to for host:port: `host` itself when private addresses are allowed,
-    else the first it resolves to, once every one of them is public. Raises DeliveryError
-    (permanent) for a private one, OSError when the name does not resolve."""
-    if private_allowed():
+class PrivateAddress(DeliveryError):
+    """A host that resolves to an address the server does not connect to (permanent)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, once each (an IP literal, bracketed or not: itself).
+    Raises OSError."""
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+def checked_address(host: str, port: int, *, private_ok: bool | None = None) -> str:
+    """The address to connect to for host:port: `host` itself when private addresses are allowed
+    (`private_ok`; by default settings.DELIVERY_ALLOW_PRIVATE_HOSTS), else the first it resolves
+    to, once every one of them is public. Raises PrivateAddress (a permanent DeliveryError) for a
+    private one, OSError when the name does not resolve. The one check of every connection the
+    server makes on a tenant's behalf: provider backends (SMTP, HTTP, web push) and the scenario
+    webhook step."""
+    if private_allowed() if private_ok is None else private_ok:
         return host
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = [str(info[4][0]) for info in infos]
-    for ip in addresses:
-        if not is_public(ip):
-            raise DeliveryError(f"{host} is a private or reserved address ({ip}): the server does not connect there.",
-                                permanent=True)
+    addresses = _resolve(host, port)
     if not addresses:
         raise OSError(f"{host} does not resolve")
+    for ip in addresses:
+        if not is_public(ip):
+            raise PrivateAddress(f"{host} is a private or reserved address ({ip}): the server does not connect there")
     return addresses[0]

@@ -78,18 +78,30 @@ def ssl_verify(value: Any) -> bool | ssl.SSLContext:
 
 
 class GuardedBackend(httpcore.SyncBackend):
-    """httpcore's socket backend, connecting only to checked public addresses (TLS still checks
-    the certificate against the host name: httpcore passes the origin's name to start_tls). Here,
-    not in delivery.netpolicy, which the SMTP backend imports: workers that never speak HTTP
-    do not load httpcore."""
+    """httpcore's socket backend, connecting only to addresses `netpolicy.checked_address`
+    passed (TLS still checks the certificate against the host name: httpcore passes the origin's
+    name to start_tls). `private_ok`: as checked_address (default: the delivery setting). A
+    private address raises netpolicy.PrivateAddress, which httpx lets through unchanged; a name
+    that does not resolve is a ConnectError like any other. Here, not in delivery.netpolicy,
+    which the SMTP backend imports: workers that never speak HTTP do not load httpcore."""
+
+    def __init__(self, *, private_ok: bool | None = None) -> None:
+        self.private_ok = private_ok
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
         try:
-            address = netpolicy.checked_address(host, port)
+            address = netpolicy.checked_address(host, port, private_ok=self.private_ok)
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
         return super().connect_tcp(address, port, timeout, local_address, socket_options)
+
+
+def guard(client: httpx.Client, *, private_ok: bool | None = None) -> httpx.Client:
+    """`client` with its connections checked by GuardedBackend. httpx has no public hook for the
+    socket layer: this swaps httpcore's backend of the client's connection pool."""
+    client._transport._pool._network_backend = GuardedBackend(private_ok=private_ok)  # type: ignore[attr-defined]
+    return client
 
 
 def http_client(
@@ -110,9 +122,8 @@ def http_client(
         follow_redirects=False,
     )
     # Connections go only to public addresses (delivery.netpolicy: no SSRF through api_base or
-    # a gateway URL). httpx has no public hook for the socket layer: swap httpcore's backend.
-    client._transport._pool._network_backend = GuardedBackend()  # type: ignore[attr-defined]
-    return client
+    # a gateway URL).
+    return guard(client)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -32,6 +32,22 @@ def test_public_addresses_are_public():
     assert netpolicy.is_public("93.184.216.34") and netpolicy.is_public("2606:2800:220:1:248:1893:25c8:1946")
 
 
+def test_one_address_check_serves_every_caller_with_its_own_private_policy(settings):
+    """delivery.netpolicy.checked_address is the only check: the provider backends follow the
+    delivery setting, the scenario webhook step passes its own policy (the scenario's)."""
+    for host in ("127.0.0.1", "[::1]", "::ffff:10.0.0.1", "localhost"):
+        with pytest.raises(netpolicy.PrivateAddress, match="private or reserved address") as exc:
+            netpolicy.checked_address(host, 80)
+        assert exc.value.permanent
+    assert netpolicy.checked_address("93.184.216.34", 443) == "93.184.216.34"
+    assert netpolicy.checked_address("[2606:2800:220:1:248:1893:25c8:1946]", 443) == "2606:2800:220:1:248:1893:25c8:1946"
+    assert netpolicy.checked_address("127.0.0.1", 80, private_ok=True) == "127.0.0.1"
+    settings.DELIVERY_ALLOW_PRIVATE_HOSTS = True
+    assert netpolicy.checked_address("127.0.0.1", 80) == "127.0.0.1"
+    with pytest.raises(netpolicy.PrivateAddress):  # a caller's own "no" stands whatever the setting
+        netpolicy.checked_address("127.0.0.1", 80, private_ok=False)
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "http://localhost:9/", "http://169.254.169.254/latest/meta-data/",
                                  "http://[::ffff:127.0.0.1]:9/", "http://2130706433:9/"])
 def test_the_http_client_refuses_private_addresses_before_connecting(url):

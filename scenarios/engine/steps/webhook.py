@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from delivery.netpolicy import is_public
+from delivery.netpolicy import PrivateAddress, checked_address
 from profiles.models import WRITABLE_SYSTEM_FIELDS, Profile
 from scenarios.engine.steps import Handler, Item, Outcome, StepRun, same
 
@@ -52,10 +49,6 @@ DEFAULT_TIMEOUT = 10
 MAX_TIMEOUT = 30
 USER_AGENT = "CDP-Scenarios/1 (+webhook)"
 _RETRY_STATUSES = frozenset({408, 429})
-
-
-class PrivateAddress(Exception):
-    """The host resolves to an address the server does not connect to."""
 
 
 def private_allowed(*, private_ok: bool) -> bool:
@@ -79,29 +72,6 @@ def _shape_problem(url: str) -> str | None:
     return None
 
 
-def _resolve(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to (an IP literal: itself). Raises OSError."""
-    try:
-        return [str(ipaddress.ip_address(host.strip("[]")))]
-    except ValueError:
-        pass
-    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
-
-
-def checked_address(host: str, port: int, *, private_ok: bool) -> str:
-    """The address to connect to: `host` when private addresses are allowed, else the first it
-    resolves to once every one is public. Raises PrivateAddress, OSError (does not resolve)."""
-    if private_ok:
-        return host
-    addresses = _resolve(host, port)
-    if not addresses:
-        raise OSError(f"{host} does not resolve")
-    for ip in addresses:
-        if not is_public(ip):
-            raise PrivateAddress(f"{host} is a private or reserved address ({ip}): the server does not connect there")
-    return addresses[0]
-
-
 def webhook_url_problem(url: str, *, private_ok: bool) -> str | None:
     """Why the server will not POST to `url` ("must start with https://..."), or None. For the
     editor's validation: it resolves the host (a name that does not resolve is a problem)."""
@@ -118,40 +88,18 @@ def webhook_url_problem(url: str, *, private_ok: bool) -> str | None:
     return None
 
 
-@cache
-def _guarded_backend() -> type:
-    """httpcore's socket backend, connecting only to checked addresses (TLS still checks the
-    certificate against the host name). httpx and httpcore are imported on the first webhook
-    POST, not with the step handlers: every engine and trigger worker loads the handlers, few
-    ever post (~0.3 s of CPU and a few MB a process)."""
-    import httpcore
-
-    class _Guarded(httpcore.SyncBackend):
-        def __init__(self, *, private_ok: bool) -> None:
-            self.private_ok = private_ok
-
-        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                        socket_options: Any = None) -> httpcore.NetworkStream:
-            try:
-                address = checked_address(host, port, private_ok=self.private_ok)
-            except PrivateAddress as exc:
-                raise httpcore.ConnectError(f"refused: {exc}") from exc
-            except OSError as exc:
-                raise httpcore.ConnectError(str(exc)) from exc
-            return super().connect_tcp(address, port, timeout, local_address, socket_options)
-
-    return _Guarded
-
-
 def client(*, timeout: float, private_ok: bool) -> httpx.Client:
     import httpx
 
     c = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), follow_redirects=False,
                      headers={"User-Agent": USER_AGENT}, trust_env=False,
                      limits=httpx.Limits(max_connections=MAX_WORKERS, max_keepalive_connections=MAX_WORKERS))
-    # httpx has no public hook for the socket layer (as delivery.backends._http does).
-    c._transport._pool._network_backend = _guarded_backend()(private_ok=private_ok)  # type: ignore[attr-defined]
-    return c
+    # Connections go only to addresses delivery.netpolicy checked. httpx and httpcore (and the
+    # guard) are imported on the first webhook POST, not with the step handlers: every engine and
+    # trigger worker loads the handlers, few ever post (~0.3 s of CPU and a few MB a process).
+    from delivery.backends._http import guard
+
+    return guard(c, private_ok=private_ok)
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -175,9 +123,10 @@ def _post(c: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> _A
             status = response.status_code
     except httpx.TimeoutException:
         return _Answer(error="timed out")
+    except PrivateAddress as exc:  # raised by the guard, through httpx unchanged
+        return _Answer(error=str(exc)[:200], refused=True)
     except httpx.HTTPError as exc:
-        text = str(exc) or type(exc).__name__
-        return _Answer(error=text[:200], refused=text.startswith("refused:"))
+        return _Answer(error=(str(exc) or type(exc).__name__)[:200])
     return _Answer(status=status)
 
 
@@ -247,7 +196,7 @@ def _outcome(item: Item, answer: _Answer, retries: int) -> Outcome:
     if answer.status is not None and 200 <= answer.status < 300:
         return Outcome(exit="next", outcome=f"webhook: HTTP {answer.status}")
     if answer.refused:
-        return Outcome(fail=f"webhook {answer.error.removeprefix('refused: ')}")
+        return Outcome(fail=f"webhook {answer.error}")
     what = f"HTTP {answer.status}" if answer.status is not None else answer.error
     transient = answer.status is None or answer.status in _RETRY_STATUSES or answer.status >= 500
     if not transient:
