@@ -218,7 +218,7 @@ def test_it_welcomes_new_and_confirmed_subscribers(world, sent_now, django_captu
     # "subscribed" while unconfirmed does not welcome...
     assert not LedgerEntry.objects.filter(mailing_id=welcome.pk).exists()
     with django_capture_on_commit_callbacks(execute=True):
-        subscription_confirm(subscription=sub, actor=Actor.system(), via=Via("confirmation"))
+        subscription_confirm(subscription=sub, actor=Actor(subscriber=True), via=Via("confirmation"))  # the link's click
     # ...the confirmation does, once, to that subscription.
     rows = list(LedgerEntry.objects.filter(mailing_id=welcome.pk).values_list("subscription_id", "status"))
     assert rows == [(sub.pk, "queued")]

@@ -48,15 +48,34 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# Only the person moves their subscription from these to "subscribed" (a confirmation click, a
+# resubscribe on a public page), or a team member or token stating the person's consent. Never
+# the system: an automation (a scenario step, a schedule) does not speak for the person.
+PERSON_ONLY: dict[str, str] = {
+    Status.UNCONFIRMED: "subscription awaits the person's confirmation",
+    Status.UNSUBSCRIBED: "subscription unchanged: only the person can undo their unsubscribe",
+}
+
+
+def system_refusal(old: str, new: str, actor: Actor | None) -> str | None:
+    """Why `actor` may not move a subscription from `old` to `new` on the person's behalf, or None."""
+    if actor is not None and actor.kind == "system" and new == Status.SUBSCRIBED:
+        return PERSON_ONLY.get(old)
+    return None
+
+
 def check_transition(old: str, new: str, *, force: bool = False, actor: Actor | None = None) -> None:
     """Raises ResourceError when `old` -> `new` is not allowed (a no-op is allowed).
 
     `force` (leaving a system state) is for team members and API tokens only, never for a
-    subscriber on a public page or the system."""
+    subscriber on a public page or the system; the system never subscribes an unconfirmed or
+    unsubscribed address (PERSON_ONLY)."""
     if new not in Status.values:
         raise ResourceError(f"Unknown status {new!r}: use one of {', '.join(Status.values)}.")
     if old == new and new != Status.SUSPENDED:
         return
+    if why := system_refusal(old, new, actor):
+        raise ResourceError(f"The system cannot subscribe this address: {why}.")
     if new in TRANSITIONS.get(old, frozenset()):
         return
     if old in SYSTEM_STATUSES:
@@ -352,11 +371,13 @@ def subscriptions_set_status_bulk(*, subscriptions: Iterable[Subscription], stat
                                   reason: str = "", until: datetime | None = None) -> list[int]:
     """Move many subscriptions to `status` at once (bounces, complaints, dead push tokens): those
     whose transition TRANSITIONS allows (a pause only from subscribed, so a person's own longer
-    pause is never shortened or lengthened), one UPDATE and one consent-ledger write for all of
-    them (its counters and history events follow). The caller holds the rows
-    (`select_for_update`) in its transaction. Returns the ids changed."""
+    pause is never shortened or lengthened) and that the actor may make (`system_refusal`), one
+    UPDATE and one consent-ledger write for all of them (its counters and history events
+    follow). The caller holds the rows (`select_for_update`) in its transaction. Returns the ids
+    changed."""
     movable = [s for s in subscriptions
-               if status in TRANSITIONS.get(s.status, frozenset()) and (s.status != status or status == Status.SUSPENDED)]
+               if status in TRANSITIONS.get(s.status, frozenset()) and (s.status != status or status == Status.SUSPENDED)
+               and not system_refusal(s.status, status, actor)]
     if status == Status.SUSPENDED:
         movable = [s for s in movable if s.status == Status.SUBSCRIBED]
     if not movable:

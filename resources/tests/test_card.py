@@ -261,8 +261,8 @@ def test_an_analyst_cannot_change_anything(login, bob, shop, news, anna):
 def test_the_ledger_pages_to_older_records(login, alice, shop, news, anna, monkeypatch):
     monkeypatch.setattr("resources.views.card.LEDGER_PAGE", 3)
     s = sub(anna, news, confirmed=True)
-    for status in ("unsubscribed", "subscribed", "unsubscribed", "subscribed"):
-        subscription_set_status(subscription=s, status=status, actor=SYSTEM, via=UI)
+    for status in ("unsubscribed", "subscribed", "unsubscribed", "subscribed"):  # a team member's changes
+        subscription_set_status(subscription=s, status=status, actor=Actor(user=alice), via=UI)
     ids = list(ConsentRecord.objects.filter(profile=anna).order_by("-id").values_list("id", flat=True))
     client = login(alice)
     first = client.get(card(shop, anna)).content.decode()

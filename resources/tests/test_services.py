@@ -127,7 +127,10 @@ ALL = list(Status.values)
 
 @pytest.mark.parametrize("old", ALL)
 @pytest.mark.parametrize("new", ALL)
-def test_every_status_transition_is_allowed_or_refused_as_the_table_says(news, anna, old, new):
+def test_every_status_transition_is_allowed_or_refused_as_the_table_says(news, anna, adam, old, new):
+    """The table is what a team member may do without `force`; the system may do less
+    (test_the_system_never_subscribes_for_the_person)."""
+    member = Actor(user=adam)
     s = sub(anna, news, "sms")
     Subscription.objects.filter(pk=s.pk).update(status=old, suspended_until=timezone.now() + timedelta(days=3) if old == "suspended" else None)
     s.refresh_from_db()
@@ -135,19 +138,46 @@ def test_every_status_transition_is_allowed_or_refused_as_the_table_says(news, a
     before = ConsentRecord.objects.count()
     allowed = new in TRANSITIONS[old] or (old == new and new != Status.SUSPENDED)
     if allowed:
-        changed = subscription_set_status(subscription=s, status=new, actor=SYSTEM, via=UI, until=until)
+        changed = subscription_set_status(subscription=s, status=new, actor=member, via=UI, until=until)
         s.refresh_from_db()
         assert s.status == new
         assert ConsentRecord.objects.count() == before + (1 if changed else 0)
         if changed:
             rec = ConsentRecord.objects.latest("id")
-            assert (rec.old_status, rec.new_status, rec.actor_type, rec.source) == (old, new, "system", "ui")
+            assert (rec.old_status, rec.new_status, rec.actor_type, rec.source) == (old, new, "user", "ui")
     else:
         with pytest.raises(ResourceError):
-            subscription_set_status(subscription=s, status=new, actor=SYSTEM, via=UI, until=until)
+            subscription_set_status(subscription=s, status=new, actor=member, via=UI, until=until)
         s.refresh_from_db()
         assert s.status == old
         assert ConsentRecord.objects.count() == before
+
+
+@pytest.mark.parametrize("old", [Status.UNCONFIRMED, Status.UNSUBSCRIBED])
+def test_the_system_never_subscribes_for_the_person(news, anna, adam, old):
+    """Only the person (a confirmation click, a resubscribe), or a team member stating their
+    consent, moves an unconfirmed or unsubscribed address to subscribed; an automation never
+    does, one by one or in bulk. A pause that ends is the system's to lift."""
+    s = sub(anna, news, "sms")
+    Subscription.objects.filter(pk=s.pk).update(status=old)
+    s.refresh_from_db()
+    before = ConsentRecord.objects.count()
+    with pytest.raises(ResourceError, match="The system cannot subscribe this address"):
+        subscription_set_status(subscription=s, status=Status.SUBSCRIBED, actor=SYSTEM, via=UI)
+    locked = list(Subscription.objects.select_for_update().filter(pk=s.pk))
+    assert services.subscriptions_set_status_bulk(subscriptions=locked, status=Status.SUBSCRIBED, actor=SYSTEM,
+                                                  via=UI) == []
+    s.refresh_from_db()
+    assert s.status == old and ConsentRecord.objects.count() == before
+    locked = list(Subscription.objects.select_for_update().filter(pk=s.pk))
+    assert services.subscriptions_set_status_bulk(subscriptions=locked, status=Status.SUBSCRIBED, actor=Actor(user=adam),
+                                                  via=UI) == [s.pk]
+    s.refresh_from_db()
+    assert s.status == Status.SUBSCRIBED
+    paused = sub(anna, news, "telegram", address="123456789")
+    subscription_set_status(subscription=paused, status=Status.SUSPENDED, actor=SUBSCRIBER, via=UI,
+                            until=timezone.now() + timedelta(days=7))
+    assert subscription_set_status(subscription=paused, status=Status.SUBSCRIBED, actor=SYSTEM, via=UI)
 
 
 @pytest.mark.parametrize("system_state", [Status.BOUNCED, Status.COMPLAINED, Status.BLOCKED])
@@ -198,11 +228,12 @@ def test_categories_are_validated_and_recorded(news, anna):
     assert (rec.old_categories, rec.new_categories, rec.actor_type) == ([], ["news", "offers"], "subscriber")
 
 
-def test_subscribe_creates_then_updates_without_duplicates(news, anna):
-    s, created = subscription_subscribe(profile=anna, resource=news, channel="sms", address=anna.phone, actor=SYSTEM, via=UI)
+def test_subscribe_creates_then_updates_without_duplicates(news, anna, adam):
+    token = Actor(user=adam)  # a team member's subscribe (the system may not resubscribe: PERSON_ONLY)
+    s, created = subscription_subscribe(profile=anna, resource=news, channel="sms", address=anna.phone, actor=token, via=UI)
     assert created
     subscription_set_status(subscription=s, status=Status.UNSUBSCRIBED, actor=SYSTEM, via=UI)
-    again, created = subscription_subscribe(profile=anna, resource=news, channel="sms", address=anna.phone, actor=SYSTEM, via=UI)
+    again, created = subscription_subscribe(profile=anna, resource=news, channel="sms", address=anna.phone, actor=token, via=UI)
     assert not created and again.pk == s.pk
     again.refresh_from_db()
     assert again.status == Status.SUBSCRIBED

@@ -118,7 +118,7 @@ def test_it_enters_new_and_confirmed_subscribers(world, django_capture_on_commit
     assert sub.status == "unconfirmed"
     assert participations_of(scenario) == []  # not sendable yet
     with django_capture_on_commit_callbacks(execute=True):
-        subscription_confirm(subscription=sub, actor=Actor.system(), via=Via("confirmation"))
+        subscription_confirm(subscription=sub, actor=Actor(subscriber=True), via=Via("confirmation"))  # the link's click
     trips = participations_of(scenario)
     assert [(p.profile_id, p.entry_key.split(":")[0]) for p in trips] == [(profile.pk, "subscription")]
     assert trips[0].context["data"]["status"] == "subscribed"

@@ -21,7 +21,11 @@ from profiles.models import WRITABLE_SYSTEM_FIELDS, Profile, ProfileChange
 from profiles.services.profiles import Schema, apply_values, clean_values
 from resources.models import Resource, Status, Subscription
 from resources.services.common import Via
-from resources.services.subscriptions import subscriptions_confirm_after_commit, subscriptions_set_status_bulk
+from resources.services.subscriptions import (
+    subscriptions_confirm_after_commit,
+    subscriptions_set_status_bulk,
+    system_refusal,
+)
 from scenarios.engine.steps import Handler, Item, Outcome, StepRun, same
 from segments.conditions import SegmentError
 from segments.models import Segment
@@ -137,9 +141,9 @@ def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
 
     Consent: an automation never speaks for the person. "subscribed" resumes a paused
     subscription, but never confirms an unconfirmed one (only the person's click does), and never
-    undoes an unsubscribe by itself: on a channel with double opt-in the unsubscribed become
-    unconfirmed and get the confirmation message (they are asked); without double opt-in they stay
-    unsubscribed."""
+    undoes an unsubscribe by itself (the resources service refuses both to the system:
+    `system_refusal`): on a channel with double opt-in the unsubscribed become unconfirmed and get
+    the confirmation message (they are asked); without double opt-in they stay unsubscribed."""
     config = run.step.config or {}
     status, channel = str(config.get("status") or ""), str(config.get("channel") or "")
     if status not in (Status.SUBSCRIBED, Status.UNSUBSCRIBED, Status.SUSPENDED):
@@ -159,12 +163,10 @@ def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
         if status == Status.SUBSCRIBED:
             doi = resource.needs_confirmation(channel)
             for sub in subs:
-                if sub.status == Status.UNCONFIRMED:
-                    held[sub.pk] = "subscription awaits the person's confirmation"
-                elif sub.status == Status.UNSUBSCRIBED and doi:
+                if sub.status == Status.UNSUBSCRIBED and doi:
                     asked.append(sub)
-                elif sub.status == Status.UNSUBSCRIBED:
-                    held[sub.pk] = "subscription unchanged: only the person can undo their unsubscribe"
+                elif why := system_refusal(sub.status, status, SYSTEM):  # the service refuses these too
+                    held[sub.pk] = why
         asked_ids = {sub.pk for sub in asked}
         free = [sub for sub in subs if sub.pk not in held and sub.pk not in asked_ids]
         via = Via(source=source_of(run))
