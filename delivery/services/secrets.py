@@ -21,7 +21,7 @@ def secrets_reencrypt(*, batch_size: int = 500) -> int:
         for start in range(0, len(ids), batch_size):
             with transaction.atomic():
                 # Loading decrypts with any key; saving encrypts with the first (newest) one.
-                for row in model.objects.filter(pk__in=ids[start : start + batch_size]).select_for_update():
+                for row in model.objects.filter(pk__in=ids[start : start + batch_size]).order_by("pk").select_for_update():
                     row.save(update_fields=[field])
                     count += 1
     return count

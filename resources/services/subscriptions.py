@@ -52,8 +52,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # resubscribe on a public page), or a team member or token stating the person's consent. Never
 # the system: an automation (a scenario step, a schedule) does not speak for the person.
 PERSON_ONLY: dict[str, str] = {
-    Status.UNCONFIRMED: "subscription awaits the person's confirmation",
-    Status.UNSUBSCRIBED: "subscription unchanged: only the person can undo their unsubscribe",
+    Status.UNCONFIRMED: "it awaits the person's confirmation",
+    Status.UNSUBSCRIBED: "only the person can undo their unsubscribe",
 }
 
 

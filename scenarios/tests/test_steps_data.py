@@ -65,6 +65,18 @@ def test_it_fails_only_the_profiles_whose_new_value_clashes(world):
     assert Profile.objects.filter(email="shared@example.com").count() == 1
 
 
+def test_the_lowest_id_wins_a_clash_whatever_order_the_rows_come_back_in(world):
+    """The profiles are locked by id (concurrent groups cannot deadlock on shared profiles), so
+    the first profile gets the unique value even when its row was rewritten last (on PostgreSQL a
+    rewritten row comes back after the others from a table scan)."""
+    first, second = world.profile_ids[:2]
+    Profile.objects.filter(pk=first).update(last_name="Moved")
+    scenario = one_step(world, "update", {"values": {"email": "shared@example.com"}})
+    outcomes = run(scenario, enter(scenario, [second, first]))
+    assert outcomes[1].outcome == "updated: email" and outcomes[0].fail
+    assert Profile.objects.get(email="shared@example.com").pk == first
+
+
 def test_it_never_touches_another_databases_profile(world, other_world, stage):
     scenario = one_step(world, "update", {"values": {"last_name": "Doe"}})
     [o] = run(scenario, enter(scenario, other_world.profile_ids[:1]))

@@ -3,8 +3,9 @@ claims, finish drained runs (ARCHITECTURE.md "Send ledger", COMMON.md's row life
 
 - `run_kick`: a run's due, queued, not handed-out rows get `lease_until = now + HANDOUT_LEASE`
   (one UPDATE per KICK_SLICE rows) and go to Celery as batches of BATCH_SIZE ids, each slice's
-  as soon as it is committed (bulk queue; trigger queue for trigger and transactional mailings). A row whose handout lease passes unclaimed (Redis flushed, a lost
-  task) is handed out again by the next kick.
+  as soon as it is committed (bulk queue; trigger queue for trigger and transactional mailings).
+  A row whose handout lease passes unclaimed (Redis flushed, a lost task) is handed out again by
+  the next kick.
 - `batch_send`: claims with a conditional UPDATE (FOR UPDATE SKIP LOCKED on PostgreSQL), only
   while the run sends and the mailing is not paused or cancelled; re-checks consent on what ONE
   load query returns; sends chunk by chunk on one open backend, stamping `wire_at` before each

@@ -62,8 +62,10 @@ def update_run(run: StepRun, items: list[Item]) -> list[Outcome]:
         return same(Outcome(fail=f"the update cannot be applied: {text}"), len(items))
     now = timezone.now()
     with transaction.atomic():
+        # By id: concurrent groups lock shared profiles in the same order (no deadlock), and when
+        # a unique value clashes the lowest id gets it, whatever order the rows come back in.
         profiles = {p.pk: p for p in Profile.objects.select_for_update().filter(
-            pk__in={i.profile_id for i in items}, database_id=database.pk)}
+            pk__in={i.profile_id for i in items}, database_id=database.pk).order_by("pk")}
         diffs: dict[int, dict[str, list[Any]]] = {}
         refused: dict[int, str] = {}
         for pid, profile in profiles.items():
@@ -132,6 +134,11 @@ def _one_by_one(profiles: list[Profile], columns: list[str]) -> dict[int, str]:
 # --- subscription ----------------------------------------------------------------------------------
 
 
+# The outcome of a subscription the system may not subscribe (resources' PERSON_ONLY).
+_HELD = {Status.UNCONFIRMED: "subscription awaits the person's confirmation",
+         Status.UNSUBSCRIBED: "subscription unchanged: only the person can undo their unsubscribe"}
+
+
 def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
     """Move the profiles' subscriptions on (resource, channel) to the configured status through
     the resources service (its transition rules, consent ledger and counters; actor: the
@@ -165,8 +172,8 @@ def subscription_run(run: StepRun, items: list[Item]) -> list[Outcome]:
             for sub in subs:
                 if sub.status == Status.UNSUBSCRIBED and doi:
                     asked.append(sub)
-                elif why := system_refusal(sub.status, status, SYSTEM):  # the service refuses these too
-                    held[sub.pk] = why
+                elif system_refusal(sub.status, status, SYSTEM):  # the service refuses these too
+                    held[sub.pk] = _HELD[sub.status]
         asked_ids = {sub.pk for sub in asked}
         free = [sub for sub in subs if sub.pk not in held and sub.pk not in asked_ids]
         via = Via(source=source_of(run))
