@@ -54,13 +54,6 @@ def id_list(ids: Sequence[int]) -> RawSQL:
     return RawSQL("SELECT value FROM json_each(%s)", [json.dumps([int(i) for i in ids])])
 
 
-def text_list(values: Sequence[str]) -> RawSQL:
-    """Like `id_list`, for strings (a JSON array: one parameter, no per-value quoting)."""
-    if connection.vendor == "postgresql":
-        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)", [json.dumps(list(values))])
-    return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(list(values))])
-
-
 def rows_source(fields: Sequence[models.Field], rows: Sequence[Sequence[Any]], names: Sequence[str]) -> tuple[str, list[Any]]:
     """A FROM-able relation `v(names...)` holding `rows` (values in `fields` order): the SQL and
     its parameters."""
