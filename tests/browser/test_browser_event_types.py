@@ -99,6 +99,36 @@ def test_an_admin_defines_an_event_type_with_properties(page: Page, live_server,
     _shot(page, "history-types.png")
 
 
+def test_a_label_typed_before_the_script_has_run_is_still_followed(page: Page, live_server, adam, acme, sign_in) -> None:
+    """The page's scripts are deferred: a person (or a slow page) can type the label before the
+    script listens. The name catches up when it starts, and a name typed by hand is never replaced."""
+    sign_in(page, "adam@acme.test")
+    expect(page.locator("#sidebar")).to_be_visible()
+    held: list = []
+
+    def hold(route) -> None:  # the script's request waits until we let it go
+        held.append(route)
+
+    page.route("**/js/field-name.js*", hold)
+    for typed_name, expected in (("", "cart_abandoned"), ("my_own", "my_own")):
+        held.clear()
+        page.goto("/history/types/new/", wait_until="commit")
+        form = page.get_by_test_id("type-form")
+        form.get_by_label("Label").fill("Cart abandoned")
+        if typed_name:
+            form.get_by_role("textbox", name=re.compile(r"^Name\b")).fill(typed_name)
+        for _ in range(250):  # route handlers run while Playwright waits
+            if held:
+                break
+            page.wait_for_timeout(20)
+        assert len(held) == 1, "the page never asked for its script"
+        assert page.evaluate("document.readyState") == "interactive"  # parsed, deferred script not run
+        held[0].continue_()
+        page.wait_for_load_state("load")
+        expect(form.get_by_role("textbox", name=re.compile(r"^Name\b"))).to_have_value(expected)
+    page.unroute("**/js/field-name.js*", hold)
+
+
 def test_an_admin_sets_how_long_events_are_kept(page: Page, live_server, adam, acme, sign_in) -> None:
     sign_in(page, "adam@acme.test")
     page.locator("#sidebar").get_by_role("link", name="History settings").click()
