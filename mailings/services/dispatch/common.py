@@ -76,23 +76,23 @@ def handout(run_id: int, now: datetime, limit: int, ids: Sequence[int] | None = 
     lease passed), of `ids` if given, above id `after` if given: one UPDATE; returns their ids,
     ascending."""
     adapt = connection.ops.adapt_datetimefield_value
-    due = ("run_id = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= %s) "
-           "AND (lease_until IS NULL OR lease_until <= %s)")
-    due_params: list[Any] = [run_id, adapt(now), adapt(now)]
+    where = ("run_id = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= %s) "
+             "AND (lease_until IS NULL OR lease_until <= %s)")
+    params: list[Any] = [run_id, adapt(now), adapt(now)]
+    source, source_params = "mailings_ledgerentry", []
+    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     if ids is not None and connection.vendor == "postgresql":
         source, source_params = by_ids(ids, columns="id, run_id, status, not_before, lease_until")
-        rows = f"SELECT l.id FROM {source} WHERE {due} ORDER BY l.id LIMIT %s"  # noqa: S608 (placeholders only)
-        params = [*source_params, *due_params, limit]
-    else:
-        lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-        only, only_params = id_filter("id", ids) if ids is not None else ("1 = 1", [])
-        if after is not None:
-            only, only_params = f"{only} AND id > %s", [*only_params, after]
-        rows = f"SELECT id FROM mailings_ledgerentry WHERE {due} AND {only} ORDER BY id LIMIT %s{lock}"  # noqa: S608
-        params = [*due_params, *only_params, limit]
+        lock = ""  # by_ids locks each row it reads
+    elif ids is not None:
+        only, only_params = id_filter("id", ids)
+        where, params = f"{where} AND {only}", [*params, *only_params]
+    if after is not None:
+        where, params = f"{where} AND id > %s", [*params, after]
+    rows = f"SELECT id FROM {source} WHERE {where} ORDER BY id LIMIT %s{lock}"  # noqa: S608 (placeholders only)
     with connection.cursor() as cur:
         cur.execute(f"UPDATE mailings_ledgerentry SET lease_until = %s WHERE id IN ({rows}) RETURNING id",  # noqa: S608
-                    [adapt(now + handout_lease()), *params])
+                    [adapt(now + handout_lease()), *source_params, *params, limit])
         return sorted(r[0] for r in cur.fetchall())
 
 
@@ -103,8 +103,8 @@ def by_ids(ids: Sequence[int], *, columns: str) -> tuple[str, list[Any]]:
     the LIMIT 1 subquery could let the planner read them by another index. With the ids as an
     `id = ANY` list beside `run_id = ..`, a planner whose statistics had not seen the run yet (a
     trigger day run growing between two ANALYZEs) read every row of the run for each batch."""
-    return (f"unnest(%s::bigint[]) AS k(id) CROSS JOIN LATERAL (SELECT {columns} FROM mailings_ledgerentry "  # noqa: S608
-            "WHERE id = k.id LIMIT 1 FOR UPDATE SKIP LOCKED) AS l", [list(ids)])
+    return (f"unnest(%s::bigint[]) AS k(wanted) CROSS JOIN LATERAL (SELECT {columns} FROM mailings_ledgerentry "  # noqa: S608
+            "WHERE id = k.wanted LIMIT 1 FOR UPDATE SKIP LOCKED) AS l", [list(ids)])
 
 
 # Rows one hand-out statement takes: a kick of 100k rows hands them out slice by slice, and each
@@ -139,7 +139,7 @@ def claim(run_id: int, ids: Sequence[int], now: datetime, lease: datetime | None
     if connection.vendor == "postgresql":
         # Each id read by its primary key (`by_ids`): a batch's claim reads the batch's rows only.
         source, params = by_ids(ids, columns="id, run_id, status, not_before")
-        target = f"id IN (SELECT l.id FROM {source} WHERE {due})"  # noqa: S608 (constants and placeholders only)
+        target = f"id IN (SELECT id FROM {source} WHERE {due})"  # noqa: S608 (constants and placeholders only)
     else:
         where, params = id_filter("id", ids)
         target = f"{where} AND {due}"
