@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Frame, Page, expect
+from playwright.sync_api import FrameLocator, Page, expect
 
 from accounts.access import Actor
 from content import services
@@ -45,10 +45,11 @@ def _world(acme):
     return db, anna
 
 
-def _frame(page: Page) -> Frame:
-    frame = page.frame(name="preview-frame")
-    assert frame is not None
-    return frame
+def _frame(page: Page) -> FrameLocator:
+    """The preview iframe's document, looked up afresh on every use: each preview is a navigation of
+    the sandboxed frame, and Chromium may swap the frame's process for it (the Frame object from
+    before the swap is then gone, and page.frame() finds nothing until the new one is attached)."""
+    return page.frame_locator("#preview-frame")
 
 
 def test_a_marketer_writes_previews_checks_versions_and_restores_a_template(
