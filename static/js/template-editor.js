@@ -37,6 +37,21 @@
     box.classList.toggle("sms-ucs2", info.encoding === "UCS-2");
   }
 
+  // Whether any field of the form (but the version note) differs from what the page was served with.
+  function edited(form) {
+    return Array.prototype.some.call(form.elements, function (el) {
+      if (el.name === "note" || el.disabled) return false;
+      if (el.tagName === "SELECT") {
+        var served = Array.prototype.filter.call(el.options, function (o) { return o.defaultSelected; });
+        if (!served.length && !el.multiple && el.options.length) served = [el.options[0]];  // none marked: the first
+        return Array.prototype.some.call(el.options, function (o) { return o.selected !== (served.indexOf(o) !== -1); });
+      }
+      if (el.type === "checkbox" || el.type === "radio") return el.checked !== el.defaultChecked;
+      if (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && el.type !== "hidden")) return el.value !== el.defaultValue;
+      return false;
+    });
+  }
+
   function ready(fn) { if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn); }
 
   ready(function () {
@@ -61,6 +76,9 @@
     form.addEventListener("change", function (e) {
       if (e.target.tagName === "SELECT") later();
     });
+    // Typed before this script ran (a slow page, a quick typist, a browser restoring the form):
+    // the preview and the checks catch up once, as if that typing had come now.
+    if (edited(form)) later();
 
     // The SMS counter follows the text as it is typed (the server's count after rendering comes with the checks).
     var smsText = form.querySelector("[data-sms-text]");

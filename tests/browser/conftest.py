@@ -96,6 +96,20 @@ def page(new_page: Callable[[], Page]) -> Page:
 
 
 @pytest.fixture
+def scripts_ready() -> Callable[[Page], None]:
+    """scripts_ready(page): the page a click just opened has run its scripts (htmx, app.js, the
+    editors). Playwright's click waits for the new page to commit, not to load, and the scripts
+    are deferred: a fill, select or click right after it can come before anything listens, and
+    the search, autosubmit or htmx post it should start never happens. Call it after such a click
+    and before anything that needs the page's scripts."""
+
+    def _ready(page: Page) -> None:
+        page.wait_for_load_state("load")
+
+    return _ready
+
+
+@pytest.fixture
 def sign_in(live_server) -> Callable[..., None]:
     """sign_in(page, email, password=PASSWORD): through the login form, like a person."""
 

@@ -7,6 +7,7 @@ with its HTML in a sandboxed frame."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dns.exception
@@ -46,7 +47,7 @@ def outbox(settings, tmp_path) -> Path:
 
 
 def test_an_admin_sets_up_a_domain_a_sender_and_an_smtp_relay(
-    page: Page, sign_in, live_server, acme, adam, fake_dns, smtp_server, outbox  # noqa: F811
+    page: Page, sign_in, scripts_ready, live_server, acme, adam, fake_dns, smtp_server, outbox  # noqa: F811
 ):
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     sign_in(page, "adam@acme.test")
@@ -71,6 +72,7 @@ def test_an_admin_sets_up_a_domain_a_sender_and_an_smtp_relay(
     expect(records).to_contain_text("v=spf1")
     expect(records).to_contain_text("_dmarc.shop.example")
     expect(records.locator('[data-testid="check"]').first).to_contain_text("Not checked")
+    scripts_ready(page)  # the copy button is app.js's
     records.locator('[data-record="dkim-0"] [data-testid="copy"]').click()
     expect(records.locator('[data-record="dkim-0"] [data-testid="copy"]')).to_contain_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == key.txt_value
@@ -134,7 +136,10 @@ def test_an_admin_sets_up_a_domain_a_sender_and_an_smtp_relay(
     # An SMTP relay: channel, then kind, then the kind's own form.
     page.get_by_role("link", name="Providers").click()
     page.get_by_test_id("add-provider").click()
+    scripts_ready(page)  # picking reloads the step through app.js's autosubmit
     page.get_by_label("Channel").select_option("email")
+    expect(page).to_have_url(re.compile(r"channel=email"))
+    scripts_ready(page)
     page.get_by_label("Provider").select_option("smtp")  # reloads the step with the SMTP form
     form = page.get_by_test_id("provider-form")
     expect(form.locator("[name=opt_host]")).to_be_visible()
@@ -163,6 +168,7 @@ def test_an_admin_sets_up_a_domain_a_sender_and_an_smtp_relay(
 
     # Web push: "Generate VAPID keys" saves a pair and shows the public key to copy.
     page.locator('[data-channel="webpush"]').get_by_role("link", name="Add").click()
+    scripts_ready(page)
     page.get_by_label("Provider").select_option("webpush")
     form = page.get_by_test_id("provider-form")
     form.locator("[name=opt_vapid_subject]").fill("mailto:ops@shop.example")

@@ -35,7 +35,7 @@ HTML = """<html><head><style>.cta { color: #ffffff; background: #4f46e5; } h1 { 
 
 
 def test_a_test_email_leaves_through_smtp_signed_with_dkim(page: Page, live_server, acme, alice, sign_in,
-                                                            smtp_server) -> None:
+                                                            smtp_server, scripts_ready) -> None:
     domain = sending_domain_create(account=acme, domain="shop.example", actor=SYSTEM)
     key = domain.active_key()
 
@@ -62,6 +62,7 @@ def test_a_test_email_leaves_through_smtp_signed_with_dkim(page: Page, live_serv
     page.get_by_label("HTML").fill(HTML)
     page.get_by_test_id("save-version").click()
     expect(page.get_by_test_id("current-version")).to_contain_text("Version 1")
+    scripts_ready(page)  # the test send is an htmx post
 
     page.get_by_test_id("test-address").fill("qa@inbox.example")
     page.get_by_test_id("test-send-button").click()

@@ -43,7 +43,8 @@ def _finish_runs() -> None:
     dispatch_tick()
 
 
-def test_a_marketer_creates_launches_and_reads_a_broadcast(page: Page, live_server, acme, alice, sign_in) -> None:
+def test_a_marketer_creates_launches_and_reads_a_broadcast(page: Page, live_server, acme, alice, sign_in,
+                                                           scripts_ready) -> None:
     world = make_world(acme, user=alice, n=12)
     # One unsubscribed and one with a suspended subscription: the preview names both reasons.
     subs = list(Subscription.objects.filter(resource=world.resource, channel="email").order_by("id"))
@@ -155,6 +156,7 @@ def test_a_marketer_creates_launches_and_reads_a_broadcast(page: Page, live_serv
 
     page.get_by_role("link", name="Recipients").first.click()
     expect(page.get_by_test_id("log").locator("tbody tr")).to_have_count(12)
+    scripts_ready(page)  # htmx listens to the filter
     page.get_by_label("Status").select_option("skipped")
     settled(page)
     expect(page.get_by_test_id("log").locator("tbody tr")).to_have_count(2)

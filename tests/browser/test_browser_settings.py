@@ -182,7 +182,7 @@ def settled(page: Page) -> None:
 
 
 def test_it_filters_members_as_you_type_without_reloading(
-    page: Page, live_server, olivia, adam, alice, bob, acme, sign_in
+    page: Page, live_server, olivia, adam, alice, bob, acme, sign_in, scripts_ready
 ) -> None:
     for n, name in enumerate(["Dana Data", "Eli Events", "Fay Funnels"]):
         MembershipFactory(
@@ -194,6 +194,7 @@ def test_it_filters_members_as_you_type_without_reloading(
     expect(rows).to_have_count(7)
     expect(page.get_by_test_id("count")).to_have_text("7 results")
 
+    scripts_ready(page)  # htmx listens to the search box
     page.evaluate("window.__sameDocument = true")  # lost if the browser loads a new document
     search = page.get_by_role("searchbox", name="Search by name or e-mail")
     with page.expect_request(lambda r: "q=alice" in r.url) as sent:

@@ -53,7 +53,7 @@ def _frame(page: Page) -> FrameLocator:
 
 
 def test_a_marketer_writes_previews_checks_versions_and_restores_a_template(
-        page: Page, live_server, acme, alice, sign_in, settings) -> None:
+        page: Page, live_server, acme, alice, sign_in, settings, scripts_ready) -> None:
     settings.DELIVERY_BACKENDS = {**settings.DELIVERY_BACKENDS,
                                   "sms": {"BACKEND": "delivery.backends.locmem.LocmemBackend", "OPTIONS": {}}}
     db, anna = _world(acme)
@@ -148,6 +148,7 @@ def test_a_marketer_writes_previews_checks_versions_and_restores_a_template(
     _screenshot(page, "template-editor-sms.png")
     page.get_by_test_id("save-version").click()
     expect(page.get_by_test_id("current-version")).to_contain_text("Version 1")
+    scripts_ready(page)  # the test send is an htmx post
     page.get_by_test_id("test-address").fill("+4915112345678")
     page.get_by_test_id("test-send-button").click()
     expect(page.get_by_test_id("toast").last).to_contain_text("sent to +4915112345678")
@@ -231,3 +232,41 @@ def test_push_and_telegram_previews_are_phone_mockups(page: Page, live_server, a
     page.get_by_test_id("versions-tab").click()
     expect(page.locator("tr[data-version]")).to_have_count(1)
     _screenshot(page, "template-versions.png")
+
+
+def test_what_is_typed_before_the_editor_script_runs_still_reaches_the_preview(
+        page: Page, live_server, acme, alice, sign_in) -> None:
+    """The editor's script is deferred: HTML typed while it is still on its way (a slow page, a
+    quick typist, a restored form) is previewed and checked once it starts; a page nobody has
+    touched is not posted again."""
+    db, _ = _world(acme)
+    t = services.template_create(account=acme, name="Welcome", database=db, kind="marketing", actor=SYSTEM)
+    sign_in(page, "alice@acme.test")
+    expect(page.locator("#sidebar")).to_be_visible()
+    held: list = []
+    posts: list[str] = []
+    page.route("**/js/template-editor.js*", lambda route: held.append(route))
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+
+    for typed in (True, False):
+        held.clear()
+        posts.clear()
+        page.goto(f"/templates/{t.pk}/", wait_until="commit")
+        if typed:
+            page.get_by_label("HTML").fill("<h1>Hi {{ profile.first_name }}</h1><img src='https://img.example/a.png'>")
+        for _ in range(250):  # route handlers run while Playwright waits
+            if held:
+                break
+            page.wait_for_timeout(20)
+        assert len(held) == 1, "the page never asked for the editor's script"
+        assert page.evaluate("document.readyState") == "interactive"  # parsed, the deferred script not run
+        held[0].continue_()
+        page.wait_for_load_state("load")
+        if typed:
+            expect(_frame(page).locator("h1")).to_have_text("Hi Alex")
+            lint = page.get_by_test_id("lint-panel")
+            expect(lint.locator(".lint-item", has_text=re.compile("alt", re.I))).to_have_count(1)
+            assert any("/preview/" in url for url in posts)
+        else:
+            page.wait_for_timeout(800)  # past the editor's 400 ms debounce
+            assert posts == [], "an untouched editor posted its form"
