@@ -147,18 +147,31 @@ def out_str(value: Any) -> str:
 _VIEWS = (type({}.items()), type({}.keys()), type({}.values()))
 
 
-def deep_size(value: Any, limit: int = MAX_STRING) -> int:
+def deep_size(value: Any, limit: int = MAX_STRING, _seen: dict[int, tuple[Any, int, bool]] | None = None) -> int:
     """About how many characters str(value) has, stopping early once past `limit` (containers
-    that hold the same big string many times would otherwise stringify to gigabytes)."""
+    that hold the same big string many times would otherwise stringify to gigabytes).
+
+    A container met again (shared references: `{% set a = [a, a] %}`) is counted from what its
+    first walk found, so a structure doubled 20 times costs 20 walks, not a million leaves; the
+    walk keeps each container it counted (`_seen`: id -> (it, size, whether the walk finished)),
+    so no id is reused by another object while it runs."""
     if isinstance(value, str):
         return len(value)
     if isinstance(value, (list, tuple, set, frozenset, dict, *_VIEWS)):
-        total = 2
+        if _seen is None:
+            _seen = {}
+        else:
+            seen = _seen.get(id(value))
+            if seen is not None and (seen[2] or seen[1] > limit):  # exact, or already past this limit
+                return seen[1]
+        total, finished = 2, True
         items: Iterable[Any] = value.items() if isinstance(value, dict) else value
         for item in items:
-            total += deep_size(item, limit - total) + 2
+            total += deep_size(item, limit - total, _seen) + 2
             if total > limit:
-                return total
+                finished = False
+                break
+        _seen[id(value)] = (value, total, finished)
         return total
     if type(value) is int:
         return int(value.bit_length() * 0.302) + 2  # digits: a list of one big number many times is long

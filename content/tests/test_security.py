@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from content import sandbox
+from content import limits, sandbox
 from content.rendering import RenderError
 from content.tests.core_fixtures import render_text
 
@@ -59,3 +59,43 @@ def test_ordinary_literals_still_render():
     source = ("{% for k, v in {'a': 1}.items() %}{{ k }}{{ v }}{% endfor %}{% set x, y = 1, profile.points %}"
               "{{ x }} {{ y }} {{ [profile.first_name, 2] }} {{ {'n': profile.points} }} {{ (profile.city,) }}")
     assert render_text(source) == "a11 1234 ['Olivia', 2] {'n': 1234} ('Berlin',)"
+
+
+def _walk_size(value, limit=limits.MAX_STRING):
+    """deep_size as it was before it remembered shared containers: every reference walked again."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        total = 2
+        for item in (value.items() if isinstance(value, dict) else value):
+            total += _walk_size(item, limit - total) + 2
+            if total > limit:
+                return total
+        return total
+    return limits.deep_size(value)
+
+
+def test_a_shared_container_is_sized_once_and_to_the_same_figure(monkeypatch):
+    shared_text = "x" * 100
+    a: object = [1, shared_text]
+    for n in range(10):  # the first list ~1,500 times, each reached through shared references
+        a = [a, {"k": a, n: (a, shared_text)}] if n % 3 == 0 else [a, a]
+    size = limits.deep_size(a)
+    assert size == _walk_size(a) and 100_000 < size < limits.MAX_STRING
+    # Past a lower limit both stop early (the figure then only says "more than the limit").
+    assert limits.deep_size(a, limit=50_000) > 50_000 and _walk_size(a, limit=50_000) > 50_000
+
+    calls = 0
+    original = limits.deep_size
+
+    def counting(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(limits, "deep_size", counting)
+    b: object = [1]
+    for _ in range(40):  # 2**40 leaves by reference: walked leaf by leaf, this stopped after ~250,000
+        b = [b, b]
+    assert limits.deep_size(b) > limits.MAX_STRING
+    assert calls < 200, calls
