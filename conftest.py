@@ -29,6 +29,20 @@ from cdp.celery import app as celery_app
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture
+def mid_window() -> Iterator[None]:
+    """The clock moved to 30 min 30 s into the current hour, running on: rate limits count in
+    wall-clock windows (a minute, an hour), and a test whose requests crossed a window's edge
+    would see its count start again. This gives it 30 s before the next minute's edge."""
+    import time
+
+    import time_machine
+
+    now = time.time()
+    with time_machine.travel(now - now % 3600 + 1830, tick=True):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _celery_eager() -> Iterator[None]:
     """Tasks run in-process, at commit time (tests that need a real worker start one)."""
@@ -242,7 +256,7 @@ def smtp_server(settings) -> Iterator[SmtpSink]:
     """An aiosmtpd server on loopback; Django's e-mail goes to it over real SMTP."""
     from aiosmtpd.controller import Controller
 
-    sink = SmtpSink(host="127.0.0.1", port=_free_port())
+    sink = SmtpSink(host="127.0.0.1", port=0)
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
@@ -252,8 +266,16 @@ def smtp_server(settings) -> Iterator[SmtpSink]:
                 sink.arrived.notify_all()
             return "250 Message accepted for delivery"
 
-    controller = Controller(Handler(), hostname=sink.host, port=sink.port)
-    controller.start()
+    for attempt in range(5):
+        # A free port is free when asked, not when bound: another process may take it meanwhile.
+        sink.port = _free_port()
+        controller = Controller(Handler(), hostname=sink.host, port=sink.port)
+        try:
+            controller.start()
+            break
+        except OSError:
+            if attempt == 4:
+                raise
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = sink.host
     settings.EMAIL_PORT = sink.port

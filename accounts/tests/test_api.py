@@ -305,7 +305,7 @@ def test_concurrent_retries_change_state_once(acme, api_token):
 # --- rate limit -----------------------------------------------------------------------------------
 
 
-def test_it_rate_limits_per_token(api, api_token, acme, settings):
+def test_it_rate_limits_per_token(api, api_token, acme, settings, mid_window):
     settings.API_RATE_LIMIT_PER_MINUTE = 3
     limited = api(api_token(acme, name="limited"))
     other = api(api_token(acme, name="other"))

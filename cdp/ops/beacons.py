@@ -18,6 +18,7 @@ next heartbeat and tick (seconds), and loses nothing else.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -68,7 +69,7 @@ def write(kind: str, name: str, payload: dict[str, Any], *, ttl: float) -> None:
     data = json.dumps(record)
     client = redis_client()
     if client is not None:
-        client.set(f"{PREFIX}{kind}:{name}", data, ex=max(1, int(ttl)))
+        client.set(f"{PREFIX}{kind}:{name}", data, ex=max(1, math.ceil(ttl)))  # never shorter than asked
         return
     folder = _dir(kind)
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ timezone and language, the per-worker cache, and the plain-data context."""
 
 from __future__ import annotations
 
+import time
 import timeit
 from datetime import UTC, date, datetime
 
@@ -141,12 +142,15 @@ def test_formatting_follows_the_recipients_timezone_and_language(source, profile
 
 
 def test_render_is_fast_enough_for_the_hot_path() -> None:
-    """Not a benchmark (bench/ has that): a guard against an accidental 10x regression."""
+    """Not a benchmark (bench/ has that): a guard against an accidental 10x regression (~200 µs a
+    message on the 2-core machines). This process's CPU time, so the other test worker and the
+    database sharing the cores do not count."""
     cv = compile_parts("email", EMAIL)
     c = ctx()
     cv.render(c)
-    per = min(timeit.repeat(lambda: cv.render(c, link=lambda i, u: u), number=200, repeat=3)) / 200
-    assert per < 0.0005, f"{per * 1e6:.0f} µs per message"
+    per = min(timeit.repeat(lambda: cv.render(c, link=lambda i, u: u), number=200, repeat=3,
+                            timer=time.process_time)) / 200
+    assert per < 0.001, f"{per * 1e6:.0f} µs per message"
 
 
 # --- with the database ------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def test_a_test_send_renders_signs_and_sends_through_the_backend_and_is_audited(
     assert event.actor == adam and event.data["to"] == "adam@acme.test" and event.data["ok"]
 
 
-def test_test_sends_are_limited_per_account_and_hour(acme, globex, adam, sender, version, settings):
+def test_test_sends_are_limited_per_account_and_hour(acme, globex, adam, sender, version, settings, mid_window):
     verify(sender)
     settings.TEST_SEND_LIMIT_PER_HOUR = 2
     v = version("email", EMAIL)

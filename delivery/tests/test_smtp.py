@@ -111,9 +111,16 @@ def serve():
     controllers = []
 
     def start(*, pipelining: bool = False, **kwargs) -> Relay:
-        relay = Relay(port=free_port(), pipelining=pipelining)
-        controller = Controller(Handler(relay), hostname=relay.host, port=relay.port, **kwargs)
-        controller.start()
+        for attempt in range(5):
+            # A free port is free when asked, not when bound: another process may take it meanwhile.
+            relay = Relay(port=free_port(), pipelining=pipelining)
+            controller = Controller(Handler(relay), hostname=relay.host, port=relay.port, **kwargs)
+            try:
+                controller.start()
+                break
+            except OSError:
+                if attempt == 4:
+                    raise
         controllers.append(controller)
         return relay
 

@@ -245,7 +245,7 @@ def test_it_only_takes_post(client, site):
 # --- rate limits -------------------------------------------------------------------------------------------
 
 
-def test_it_limits_requests_per_client_ip_and_key(client, site, anna, settings):
+def test_it_limits_requests_per_client_ip_and_key(client, site, anna, settings, mid_window):
     settings.TRACKING_COLLECT_RATE_IP = 2
     for n in range(2):
         assert _post(client, site, [_page_view(id=f"a-{n}")]).status_code == 200
@@ -257,7 +257,7 @@ def test_it_limits_requests_per_client_ip_and_key(client, site, anna, settings):
     assert _stored().count() == 3
 
 
-def test_it_limits_requests_per_key_whatever_the_ip(client, site, anna, settings):
+def test_it_limits_requests_per_key_whatever_the_ip(client, site, anna, settings, mid_window):
     settings.TRACKING_COLLECT_RATE_KEY = 3
     codes = [_post(client, site, [_page_view(id=f"k-{n}")], ip=f"203.0.113.{n}").status_code for n in range(5)]
     assert codes == [200, 200, 200, 429, 429]

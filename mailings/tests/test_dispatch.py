@@ -562,9 +562,12 @@ def test_the_tick_finishes_an_empty_run_and_a_past_trigger_day(world):
     broadcast = make_mailing(world)
     empty = make_run(broadcast)
     trigger = make_mailing(world, kind=Mailing.Kind.TRIGGER, trigger={"on": "api"})
-    yesterday = make_run(trigger, slot=f"day:{(timezone.now() - timedelta(days=1)).date().isoformat()}")
-    today = make_run(trigger, slot=f"day:{timezone.now().date().isoformat()}")
-    dispatch.dispatch_tick()
+    # Noon: a trigger day's run stays open until ten minutes past its midnight (late rows), so a
+    # tick in the first ten minutes of a day would rightly keep yesterday's open.
+    noon = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    yesterday = make_run(trigger, slot=f"day:{(noon - timedelta(days=1)).date().isoformat()}")
+    today = make_run(trigger, slot=f"day:{noon.date().isoformat()}")
+    dispatch.dispatch_tick(now=noon)
     for run, state in ((empty, Run.State.DONE), (yesterday, Run.State.DONE), (today, Run.State.SENDING)):
         run.refresh_from_db()
         assert run.state == state
