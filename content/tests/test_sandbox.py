@@ -13,6 +13,8 @@ from content.rendering import RenderError, compile_draft
 from content.tests.core_fixtures import compile_parts, ctx, render_html, render_text
 
 CAP = sandbox.TIME_LIMIT  # seconds: every refusal below must come within the render time limit (+ slack)
+# Timed in this process's CPU time: on a loaded machine (the other test worker, the database) the
+# wall clock also counts other processes' work, and these tests are about the render's own.
 
 PAYLOADS = [
     ("{{ ''.__class__ }}", "access to attribute '__class__' is not allowed"),
@@ -83,10 +85,10 @@ PAYLOADS = [
 
 @pytest.mark.parametrize(("source", "message"), PAYLOADS, ids=lambda v: v[:60] if isinstance(v, str) else v)
 def test_it_refuses_the_payload_quickly_and_keeps_rendering(source: str, message: str | tuple[str, ...]) -> None:
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(RenderError) as exc:
         render_text(source)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     expected = message if isinstance(message, tuple) else (message,)
     assert any(m in exc.value.message for m in expected), exc.value.message
     assert exc.value.part == "text"
@@ -119,12 +121,12 @@ def test_it_stops_a_slow_loop_with_no_output_at_the_deadline(monkeypatch) -> Non
     monkeypatch.setattr(limits, "MAX_STEPS", 10**12)
     source = ("{% set s = 'a' * 3000 %}{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}"
               "{% endfor %}{% endfor %}")
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: on a loaded machine the wall clock also counts others' work
     with pytest.raises(RenderError) as exc:
         render_text(source, time_limit=0.3)
-    elapsed = time.perf_counter() - start
+    spent = time.process_time() - start
     assert "template took longer than 0.3 s" in exc.value.message
-    assert elapsed < 1.5
+    assert spent < 1.5  # the deadline (0.3 s) plus at most one uninterrupted filter call
 
 
 def test_it_stops_slow_filters_in_straight_line_code_at_the_deadline(monkeypatch) -> None:
@@ -133,11 +135,13 @@ def test_it_stops_slow_filters_in_straight_line_code_at_the_deadline(monkeypatch
     cv = compile_parts("sms", {"text": source})
     with pytest.raises(RenderError):  # the first render also compiles the 400 expressions (not timed)
         cv.render(ctx(), time_limit=0.3)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: on a loaded machine the wall clock also counts others' work
     with pytest.raises(RenderError) as exc:
         cv.render(ctx(), time_limit=0.3)
     assert "template took longer than 0.3 s" in exc.value.message
-    assert time.perf_counter() - start < 2.0
+    # The deadline (0.3 s) plus at most one uninterrupted filter call (~0.3 s on 100,000 items),
+    # where all 400 expressions would take ~40 s.
+    assert time.process_time() - start < 1.5
 
 
 def test_a_fragment_that_includes_itself_is_refused() -> None:
@@ -176,10 +180,10 @@ def test_numbers_still_add_up() -> None:
 
 
 def test_striptags_is_linear_on_hostile_input() -> None:
-    start = time.perf_counter()
+    start = time.process_time()
     assert render_text("{{ ('<b>x' * 200000)|striptags|length }}") == str(200000)
     assert render_text("{{ ('<' * 300000)|striptags|length }}") == "300000"
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_escaped_output_cannot_inject_markup() -> None:
@@ -220,8 +224,8 @@ def test_only_plain_data_reaches_a_template(acme) -> None:
 
 def test_a_fragment_that_includes_itself_twice_compiles_quickly_and_is_refused() -> None:
     body = '{% include "x" %}{% include "x" %}' + "y" * 50_000
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(RenderError) as exc:
         render_text('{% include "x" %}', fragments={"x": (body, body)})
     assert exc.value.message == "in fragment 'x': output is larger than 1 MB"
-    assert time.perf_counter() - start < CAP + 1
+    assert time.process_time() - start < CAP + 1

@@ -25,11 +25,11 @@ def test_a_structure_doubled_by_shared_references_is_refused_quickly(expression)
     # or printing two of them walks every leaf in C where the deadline cannot stop it (at 40 levels,
     # hours). It must be refused when it is built, within the time limit.
     source = doubled("a", 24) + doubled("b", 24) + f"{{{{ {expression} }}}}"
-    start = time.perf_counter()
+    start = time.process_time()
     with pytest.raises(RenderError) as exc:
         render_text(source)
     assert "list larger than 1 MB" in exc.value.message
-    assert time.perf_counter() - start < sandbox.TIME_LIMIT
+    assert time.process_time() - start < sandbox.TIME_LIMIT
     assert render_text("Hi {{ profile.first_name }}") == "Hi Olivia"
 
 

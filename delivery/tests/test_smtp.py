@@ -263,7 +263,7 @@ def test_the_rate_is_kept_for_the_dispatch_and_not_waited_for(relay):
     with backend(relay, rate_per_second=10) as b:
         results = b.send_many([message(f"p{n}@example.com", f"L{n}") for n in range(15)])
     assert all(r.ok for r in results) and b.rate == 10.0
-    assert time.monotonic() - start < 0.45
+    assert time.monotonic() - start < 1.0  # ~30 ms; waiting for the rate would take 1.4 s
 
 
 def test_an_unknown_tls_mode_is_refused():

@@ -118,12 +118,12 @@ def test_it_fails_at_once_on_a_client_error(world, receiver):
 
 
 def test_it_retries_after_a_timeout(world, receiver):
-    receiver.delay = 2.5
+    receiver.delay = 5
     scenario = hook(world, receiver, timeout_seconds=1)
     started = time.monotonic()
     [o] = run(scenario, enter(scenario, world.profile_ids[:1]))
     assert o.retry == "webhook: timed out"
-    assert time.monotonic() - started < 2.4
+    assert time.monotonic() - started < 4  # gave up after ~1 s, not after the answer (5 s)
 
 
 def test_it_retries_when_nobody_listens(world):
@@ -149,7 +149,7 @@ def test_it_refuses_a_loopback_address_unless_allowed(world, receiver, settings)
 
 
 def test_it_sends_a_groups_requests_concurrently(world, receiver):
-    receiver.delay = 0.5
+    receiver.delay = 1.0
     scenario = hook(world, receiver)
     parts = enter(scenario, world.profile_ids[:5])
     started = time.monotonic()
@@ -157,7 +157,7 @@ def test_it_sends_a_groups_requests_concurrently(world, receiver):
     elapsed = time.monotonic() - started
     assert [o.exit for o in outcomes] == ["next"] * 5
     assert sorted(r["headers"]["X-CDP-Delivery"] for r in receiver.requests) == sorted(f"{p.pk}:0" for p in parts)
-    assert elapsed < 1.5  # one after the other: 2.5 s
+    assert elapsed < 3  # together ~1 s; one after the other: 5 s
 
 
 @pytest.mark.parametrize(("url", "problem"), [
