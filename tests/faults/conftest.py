@@ -136,7 +136,7 @@ class Stack:
             worker.stop()
         for proxy in (self.redis_proxy, self.pg_proxy):
             if proxy is not None:
-                proxy.down()
+                proxy.stop()
         self.smtp.stop()
 
 

@@ -133,8 +133,16 @@ class FaultSmtp:
     def start(self) -> FaultSmtp:
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self, hostname=self.host, port=self.port, ready_timeout=10)
-        self._controller.start()
+        for attempt in range(5):
+            # A free port is free when asked, not when bound: another process may take it meanwhile.
+            self._controller = Controller(self, hostname=self.host, port=self.port, ready_timeout=30)
+            try:
+                self._controller.start()
+                return self
+            except OSError:
+                if attempt == 4:
+                    raise
+                self.port = free_port()
         return self
 
     def stop(self) -> None:
@@ -181,6 +189,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = port or free_port()
         self._listener: socket.socket | None = None
+        self._holder: socket.socket | None = None  # the port while down (see down())
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._stalled = threading.Event()
@@ -202,9 +211,11 @@ class TcpProxy:
     def up(self) -> TcpProxy:
         if self._listener is not None:
             return self
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener, self._holder = self._holder, None
+        if listener is None:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
         listener.listen(64)
         listener.settimeout(0.2)
         self._listener = listener
@@ -224,9 +235,23 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 self._listener.close()
             self._listener = None
+            # The port stays ours while down: bound, not listening (connections are refused, as
+            # with nobody there), so no other socket takes it before up() listens on it again.
+            holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                holder.bind(("127.0.0.1", self.port))
+                self._holder = holder
+            except OSError:
+                holder.close()
         self.cut()
 
-    stop = down
+    def stop(self) -> None:
+        """Down for good: the port is let go."""
+        self.down()
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
 
     def cut(self) -> None:
         with self._lock:

@@ -113,7 +113,7 @@ def broadcast(world: World, **extra: Any) -> Any:
     return mailing_launch(mailing=mailing, actor=world.actor)
 
 
-def wait_for_run(mailing: Any, *, timeout: float = 20.0, planned: bool = True, stall: float = 3.0) -> Any:
+def wait_for_run(mailing: Any, *, timeout: float = 60.0, planned: bool = True, stall: float = 3.0) -> Any:
     """The mailing's (first) run, once it exists (and is planned), bounded; ticking meanwhile. A
     run still planning after `stall` seconds lost its planning task (the broker was down): the
     tick re-publishes it once it is STUCK_PLANNING old, so the tick is asked as if that had passed."""
@@ -183,14 +183,18 @@ def ledger_state(run_id: int, *, sample: int = 8) -> str:
 
 
 def fast_forward(run_id: int) -> int:
-    """Expire the run's leases and delays (what waiting them out would do) and forget the
-    throttle's back-offs. Returns the rows touched. Only called when nothing moved for a while."""
+    """Expire the run's hand-out leases and delays (what waiting them out would do) and forget
+    the throttle's back-offs. Returns the rows touched. Only called when nothing moved for a while.
+    Claims (`sending` rows) are left to their own lease (the workers' MAILINGS_CLAIM_LEASE, 6 s):
+    "nothing moved" is also what a live worker looks like while it builds its first chunk (compile,
+    key, connect) or renders to its time limit, and expiring its claim would make the sweep take
+    the rows from it (a second attempt, or an ambiguous row when its chunk was on the wire)."""
     from django.conf import settings
 
     past = timezone.now() - timedelta(seconds=1)
     with connection.cursor() as cur:
         cur.execute("UPDATE mailings_ledgerentry SET lease_until = %s WHERE run_id = %s "
-                    "AND status IN ('queued', 'sending') AND lease_until > %s", [past, run_id, past])
+                    "AND status = 'queued' AND lease_until > %s", [past, run_id, past])
         n = cur.rowcount
         cur.execute("UPDATE mailings_ledgerentry SET not_before = %s WHERE run_id = %s "
                     "AND status = 'queued' AND not_before > %s", [past, run_id, past])

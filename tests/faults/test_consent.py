@@ -33,7 +33,7 @@ def test_it_sends_nothing_to_a_profile_that_unsubscribed_with_one_click_during_t
     stack.smtp.delay_s = 0.003
     stack.start_worker("w1")
     run = wait_for_run(broadcast(world))
-    assert stack.smtp.wait_for(30, timeout=30) >= 30, stack.logs()
+    assert stack.smtp.wait_for(30, timeout=90) >= 30, stack.logs()
 
     url = urlsplit(LinkMaker().one_click(sub_id, profile_id))
     answer = Client().post(url.path + (f"?{url.query}" if url.query else ""), data="List-Unsubscribe=One-Click",
@@ -64,7 +64,7 @@ def test_it_sends_nothing_after_an_erasure_and_a_reimport_does_not_resubscribe(s
     stack.start_worker("w1")
     mailing = broadcast(world)
     run = wait_for_run(mailing)
-    assert stack.smtp.wait_for(30, timeout=30) >= 30, stack.logs()
+    assert stack.smtp.wait_for(30, timeout=90) >= 30, stack.logs()
 
     profile_erase(profile=Profile.objects.get(pk=profile_id), actor=world.actor)
     committed = time.time()

@@ -315,6 +315,7 @@ def test_it_refuses_files_it_cannot_import_at_upload_with_a_clear_message_and_ke
     assert not Profile.objects.filter(database=shop).exists()
 
 
+@pytest.mark.timeout(900)  # its own waits (two imports of HUGE_TIMEOUT each) bound it, not pytest's 300 s
 def test_it_imports_a_huge_file_once_within_bounds_and_a_rerun_changes_nothing(stack, shop, alice, settings):
     from django.db import connection
 

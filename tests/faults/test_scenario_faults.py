@@ -86,6 +86,7 @@ def _drive(scenario: Any, *, until: Any, timeout: float, stall: float = 3.0) -> 
     raise AssertionError(f"the scenario did not drain in {timeout}s: (moved, completed) = {_progress(scenario)}")
 
 
+@pytest.mark.timeout(900)  # its own waits (workers' start, 90 + 150 + 90 s drives) bound it, not pytest's 300 s
 def test_it_completes_every_participation_once_when_the_scenarios_worker_is_killed_mid_run(stack, acme, alice):
     from mailings.models import LedgerEntry, Run
     from scenarios.models import Participation, PathEntry, Step

@@ -48,7 +48,7 @@ class Worker:
     started_at: float = 0.0
     _log: object = field(default=None, repr=False)
 
-    def start(self, *, ready_timeout: float = 30.0) -> Worker:
+    def start(self, *, ready_timeout: float = 120.0) -> Worker:
         cmd = [sys.executable, "-m", "celery", "-A", "cdp", "worker", "-P", "solo", "-c", "1",
                "-Q", ",".join(self.queues), "-n", f"{self.name}@%h", "-l", "INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier", "1"]
