@@ -53,14 +53,15 @@ run: demo
 # them as its second step and fails if either step failed.
 # The main suite runs on TEST_WORKERS pytest-xdist workers (auto: one a core; each worker has its
 # own test database, Redis db and var dir: cdp/settings.py); the fault tests stay serial.
+# Both print their slowest tests, so a CI log shows where its minutes went.
 TEST_WORKERS ?= auto
 test: venv
-	@rc=0; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal || rc=$$?; \
+	@rc=0; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15 || rc=$$?; \
 	$(MAKE) --no-print-directory test-faults || { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
 	exit $$rc
 
 test-faults: venv
-	$(BIN)/python -m pytest -m faults tests/faults
+	$(BIN)/python -m pytest -m faults tests/faults --durations=10
 
 test-browser: venv
 	$(BIN)/python -m pytest -m browser
