@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from accounts.permissions import Role
 from accounts.services import api_token_create
 from accounts.tests.factories import AccountFactory, MembershipFactory, UserFactory
 from cdp.celery import app as celery_app
+from tests.ports import on_a_free_port
 
 PASSWORD = "correct horse battery staple"
 
@@ -245,12 +245,6 @@ class SmtpSink:
         return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtp_server(settings) -> Iterator[SmtpSink]:
     """An aiosmtpd server on loopback; Django's e-mail goes to it over real SMTP."""
@@ -266,16 +260,13 @@ def smtp_server(settings) -> Iterator[SmtpSink]:
                 sink.arrived.notify_all()
             return "250 Message accepted for delivery"
 
-    for attempt in range(5):
-        # A free port is free when asked, not when bound: another process may take it meanwhile.
-        sink.port = _free_port()
-        controller = Controller(Handler(), hostname=sink.host, port=sink.port)
-        try:
-            controller.start()
-            break
-        except OSError:
-            if attempt == 4:
-                raise
+    def start(port: int) -> Controller:
+        controller = Controller(Handler(), hostname=sink.host, port=port)
+        controller.start()
+        sink.port = port
+        return controller
+
+    controller = on_a_free_port(start)
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = sink.host
     settings.EMAIL_PORT = sink.port

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 import ssl
 import threading
 import time
@@ -21,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from delivery.backends import DeliveryError, OutboundMessage
 from delivery.backends.smtp import SmtpBackend
 from delivery.mime import build_email
+from tests.ports import free_port, on_a_free_port
 
 
 @dataclass
@@ -82,12 +82,6 @@ class Handler:
         return f"250 2.0.0 Ok: queued as Q{n:04d}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def self_signed(tmp_path) -> ssl.SSLContext:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
@@ -111,16 +105,13 @@ def serve():
     controllers = []
 
     def start(*, pipelining: bool = False, **kwargs) -> Relay:
-        for attempt in range(5):
-            # A free port is free when asked, not when bound: another process may take it meanwhile.
-            relay = Relay(port=free_port(), pipelining=pipelining)
+        def on(port: int) -> tuple[Relay, Controller]:
+            relay = Relay(port=port, pipelining=pipelining)
             controller = Controller(Handler(relay), hostname=relay.host, port=relay.port, **kwargs)
-            try:
-                controller.start()
-                break
-            except OSError:
-                if attempt == 4:
-                    raise
+            controller.start()
+            return relay, controller
+
+        relay, controller = on_a_free_port(on)
         controllers.append(controller)
         return relay
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import mailbox
 import smtplib
-import socket
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from mailings.models import LedgerEntry
 from mailings.services.feedback import bounces_process
 from mailings.tests.factories import make_run, queue_entries
 from resources.models import Subscription, Suppression
+from tests.ports import free_port
 
 SAMPLES = Path(__file__).parent / "bounce_samples"
 DOMAIN = "bounces.shop.example"
@@ -118,12 +118,6 @@ def test_the_command_refuses_a_missing_path_and_a_bad_listen_address(tmp_path):
 
 
 # --- the SMTP listener ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_listener_adds_the_envelope_and_refuses_other_domains():

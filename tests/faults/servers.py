@@ -24,13 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.ports import free_port, on_a_free_port
+
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>]+)>", re.IGNORECASE | re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ref_of(raw: bytes) -> str:
@@ -70,7 +66,7 @@ class FaultSmtp:
     """The fault SMTP server (start() / stop(), or a context manager)."""
 
     host: str = "127.0.0.1"
-    port: int = field(default_factory=free_port)
+    port: int = 0  # the free port start() found
     rules: list[Rule] = field(default_factory=list)
     delay_s: float = 0.0  # per accepted message: keeps a run going long enough to act during it
     keep_raw: bool = False
@@ -133,16 +129,13 @@ class FaultSmtp:
     def start(self) -> FaultSmtp:
         from aiosmtpd.controller import Controller
 
-        for attempt in range(5):
-            # A free port is free when asked, not when bound: another process may take it meanwhile.
-            self._controller = Controller(self, hostname=self.host, port=self.port, ready_timeout=30)
-            try:
-                self._controller.start()
-                return self
-            except OSError:
-                if attempt == 4:
-                    raise
-                self.port = free_port()
+        def on(port: int) -> Controller:
+            controller = Controller(self, hostname=self.host, port=port, ready_timeout=30)
+            controller.start()
+            self.port = port
+            return controller
+
+        self._controller = on_a_free_port(on)
         return self
 
     def stop(self) -> None:
